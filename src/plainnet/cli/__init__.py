@@ -1,0 +1,26 @@
+"""The ``plainnet`` command line (typer + rich). The only layer that prints, exits or parses argv.
+
+Each command lives in its own module and imports torch and friends inside the function, so
+``plainnet --help`` starts without loading them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import demo, models, summary
+from ._common import run_app
+
+app = typer.Typer(
+    name="plainnet",
+    help="Plain convolutional image classifiers (VGG, RepVGG): build, inspect, train, deploy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+for module in (models, summary, demo):
+    module.register(app)
+
+
+def main() -> None:
+    run_app(app)

@@ -1,0 +1,121 @@
+"""RepVGG A0-A2, B0-B3 (with g2/g4 grouped variants) and D2se.
+
+"RepVGG: Making VGG-style ConvNets Great Again", Ding, Zhang, Ma, Han, Ding, Sun; CVPR 2021,
+arXiv:2101.03697. Each variant is one row of :data:`REPVGG_CFGS`; one :class:`RepVGG` class builds
+them all, in training form (3x3 + 1x1 + identity branches) or, with ``deploy=True``, directly in the
+fused single-path form. State-dict keys match the official repository (``stage0``, ``stage1.0``...,
+``linear``), so its checkpoints load as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers import RepVGGBlock
+from .base import FeatureInfo, PlainClassifier
+from .registry import register_model
+
+__all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS"]
+
+# Layers counted globally (stage0 = 0, then every block of stages 1-4); these use grouped convs
+# in the g2/g4 variants.
+GROUPED_LAYERS = frozenset(range(2, 27, 2))
+
+
+@dataclass(frozen=True)
+class RepVGGConfig:
+    depths: tuple[int, int, int, int]
+    #: Width multipliers (a, a, a, b) of the base widths 64, 128, 256, 512.
+    widths: tuple[float, float, float, float]
+    groups: int = 1
+    use_se: bool = False
+
+
+_A, _B, _D = (2, 4, 14, 1), (4, 6, 16, 1), (8, 14, 24, 1)
+REPVGG_CFGS: dict[str, RepVGGConfig] = {
+    "a0": RepVGGConfig(_A, (0.75, 0.75, 0.75, 2.5)),
+    "a1": RepVGGConfig(_A, (1, 1, 1, 2.5)),
+    "a2": RepVGGConfig(_A, (1.5, 1.5, 1.5, 2.75)),
+    "b0": RepVGGConfig(_B, (1, 1, 1, 2.5)),
+    "b1": RepVGGConfig(_B, (2, 2, 2, 4)),
+    "b1g2": RepVGGConfig(_B, (2, 2, 2, 4), groups=2),
+    "b1g4": RepVGGConfig(_B, (2, 2, 2, 4), groups=4),
+    "b2": RepVGGConfig(_B, (2.5, 2.5, 2.5, 5)),
+    "b2g2": RepVGGConfig(_B, (2.5, 2.5, 2.5, 5), groups=2),
+    "b2g4": RepVGGConfig(_B, (2.5, 2.5, 2.5, 5), groups=4),
+    "b3": RepVGGConfig(_B, (3, 3, 3, 5)),
+    "b3g2": RepVGGConfig(_B, (3, 3, 3, 5), groups=2),
+    "b3g4": RepVGGConfig(_B, (3, 3, 3, 5), groups=4),
+    "d2se": RepVGGConfig(_D, (2.5, 2.5, 2.5, 5), use_se=True),
+}
+
+
+class RepVGG(PlainClassifier):
+    """RepVGG: stage0 (one stride-2 block), four stages whose first block has stride 2, GAP, Linear.
+
+    ``small_input=True`` (32-64 px images) makes stage0 and stage1 stride 1, so the trunk's stride
+    is 8 and a 32 px image ends at 4x4 instead of 1x1.
+    """
+
+    def __init__(
+        self,
+        cfg: RepVGGConfig,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        small_input: bool = False,
+        drop_rate: float = 0.0,
+        deploy: bool = False,
+        norm_layer=nn.BatchNorm2d,
+        act_layer=nn.ReLU,
+    ) -> None:
+        super().__init__()
+        self.cfg, self.num_classes = cfg, num_classes
+        a, b = cfg.widths[0], cfg.widths[3]
+        widths = [min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b)]
+        strides = [1, 1, 2, 2, 2] if small_input else [2, 2, 2, 2, 2]
+        block = dict(use_se=cfg.use_se, deploy=deploy, norm_layer=norm_layer, act_layer=act_layer)
+
+        self.stage0 = RepVGGBlock(in_chans, widths[0], strides[0], **block)
+        layer, chs, reduction = 1, widths[0], strides[0]
+        self.feature_info = [FeatureInfo(chs, reduction, "stage0")]
+        for s, depth in enumerate(cfg.depths, start=1):
+            blocks = []
+            for i in range(depth):
+                groups = cfg.groups if layer in GROUPED_LAYERS else 1
+                stride = strides[s] if i == 0 else 1
+                blocks.append(RepVGGBlock(chs, widths[s], stride, groups, **block))
+                chs, layer = widths[s], layer + 1
+            reduction *= strides[s]
+            self.add_module(f"stage{s}", nn.Sequential(*blocks))
+            self.feature_info.append(FeatureInfo(chs, reduction, f"stage{s}"))
+        self.num_features = chs
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate)
+        self.linear = nn.Linear(chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier_name = "linear"
+
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.stage0, self.stage1, self.stage2, self.stage3, self.stage4]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(torch.flatten(self.gap(x), 1))
+        return x if pre_logits else self.linear(x)
+
+    @property
+    def _classifier_in_features(self) -> int:
+        return self.num_features
+
+
+def _build(cfg: RepVGGConfig):
+    def builder(**kwargs) -> RepVGG:
+        return RepVGG(cfg, **kwargs)
+
+    return builder
+
+
+for _variant, _cfg in REPVGG_CFGS.items():
+    register_model(f"repvgg_{_variant}", _build(_cfg), family="repvgg", paper="arXiv:2101.03697")

@@ -1,0 +1,129 @@
+"""Behaviour every registered model must have, parametrized over ``list_models()``."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _util import randomize_bn_, rel_error
+from plainnet import create_model, list_models, load_weights, reparameterize, verify_equivalence
+from plainnet.models import FeatureExtractor, is_deployed
+
+NUM_CLASSES = 10
+
+
+@pytest.fixture(scope="module", params=list_models())
+def built(request):
+    """(name, training-form model) for 32 px input; built once per model for all tests below."""
+    torch.manual_seed(0)
+    return request.param, create_model(request.param, num_classes=NUM_CLASSES, small_input=True)
+
+
+def test_forward_shape_finite_and_stage_features(built):
+    name, model = built
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        feats = model.forward_intermediates(x)
+        trunk = model.forward_features(x)
+    assert out.shape == (2, NUM_CLASSES)
+    assert torch.isfinite(out).all()
+    assert len(feats) == len(model.feature_info) == 5
+    for f, info in zip(feats, model.feature_info):
+        assert f.shape[1] == info.num_chs
+        assert f.shape[-1] == 32 // info.reduction
+    # small_input keeps a 32 px image at 4x4 after the trunk instead of 1x1.
+    assert trunk.shape[1:] == (model.num_features, 4, 4)
+    torch.testing.assert_close(feats[-1], trunk)
+
+
+def test_gradients_reach_every_parameter(built):
+    name, model = built
+    model.train()
+    model.zero_grad(set_to_none=True)
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4) % NUM_CLASSES
+    F.cross_entropy(model(x), y).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+    model.zero_grad(set_to_none=True)
+
+
+def test_reparameterized_equals_training_form(built):
+    name, model = built
+    randomize_bn_(model)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    bns_before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    fused = reparameterize(model)
+    assert fused is not model, "inplace=False must return a copy"
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == bns_before
+    assert is_deployed(fused) and not fused.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    eq = verify_equivalence(model, fused, x)  # raises past fp32 relative error 1e-5
+    assert eq.rel <= 1e-5
+    # Idempotent: a second pass changes nothing.
+    again = reparameterize(fused)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), fused(x), rtol=0, atol=0)
+
+    # bf16: the fused weights stay bf16 (the official code's turn fp32 and the forward fails).
+    with torch.no_grad():
+        ref = model(x)
+        fused_bf16 = reparameterize(copy.deepcopy(model).to(torch.bfloat16))
+        assert all(p.dtype == torch.bfloat16 for p in fused_bf16.parameters())
+        out = fused_bf16(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    assert rel_error(out, ref) < 0.05
+
+
+def test_fused_checkpoint_loads_strictly_into_deploy_form(built, tmp_path):
+    name, model = built
+    model.eval()
+    fused = reparameterize(model)
+    direct = create_model(name, num_classes=NUM_CLASSES, small_input=True, deploy=True)
+    assert set(direct.state_dict()) == set(fused.state_dict())
+    report = load_weights(direct, fused.state_dict())
+    assert report.converted == []  # same structure: nothing converted, nothing skipped
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(direct.eval()(x), fused(x), rtol=0, atol=0)
+    # From a file, the fused form is recognized from its keys.
+    path = tmp_path / "fused.pth"
+    torch.save(fused.state_dict(), path)
+    loaded = create_model(name, num_classes=NUM_CLASSES, small_input=True, weights=path)
+    assert is_deployed(loaded)
+
+
+def test_reset_classifier_and_backbone(built):
+    name, model = built
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    clone = copy.deepcopy(model)
+    clone.reset_classifier(3)
+    with torch.no_grad():
+        assert clone(x).shape == (2, 3)
+        pre = clone.forward_head(clone.forward_features(x), pre_logits=True)
+        clone.reset_classifier(0)
+        torch.testing.assert_close(clone(x), pre)
+    assert clone.arch["num_classes"] == 0
+    backbone = FeatureExtractor(model, out_indices=(2, 3, 4))
+    with torch.no_grad():
+        maps = backbone(x)
+    assert [m.shape[1] for m in maps] == [i.num_chs for i in model.feature_info[2:]]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_normal_input_has_strides_2_to_32(name):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=NUM_CLASSES)
+        feats = model.forward_intermediates(torch.empty(1, 3, 224, 224))
+        out = model(torch.empty(1, 3, 224, 224))
+    assert [i.reduction for i in model.feature_info] == [2, 4, 8, 16, 32]
+    assert [f.shape[-1] for f in feats] == [112, 56, 28, 14, 7]
+    assert out.shape == (1, NUM_CLASSES)
