@@ -22,6 +22,8 @@ _EXPORTS = {
     "reparameterize": "plainnet.deploy.reparam",
     "verify_equivalence": "plainnet.deploy.reparam",
     "PlainnetError": "plainnet.errors",
+    "train": "plainnet.engine.train",
+    "RunConfig": "plainnet.engine.config",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -42,6 +44,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .deploy.reparam import reparameterize, verify_equivalence
+    from .engine.config import RunConfig
+    from .engine.train import train
     from .errors import PlainnetError
     from .models import (
         FeatureExtractor,

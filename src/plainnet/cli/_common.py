@@ -19,6 +19,19 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("plainnet").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def quiet_lightning(verbose: bool = False) -> None:
+    """Keep Lightning's start-up chatter (device tips, AMP notices) out of the way unless asked."""
+    import warnings
+
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one readable line to stderr and exit non-zero."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

@@ -227,7 +227,7 @@ def load_weights(
 
     _check_strict(model, sd, ignore)
     model.load_state_dict(sd, strict=False)  # strictness was checked above, with better messages
-    log.info("loaded %s weights (%s form)%s", dialect, report.form,
+    log.debug("loaded %s weights (%s form)%s", dialect, report.form,
              f"; {'; '.join(report.converted)}" if report.converted else "")
     return report
 

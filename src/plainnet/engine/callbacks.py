@@ -1,0 +1,102 @@
+"""Lightning plug-ins that make a run directory self-describing and safe to kill.
+
+- :class:`AtomicCheckpointIO` writes Lightning checkpoints beside their destination and renames them
+  into place, so ``kill -9`` during a save never corrupts the last good checkpoint.
+- :class:`RunRecorder` keeps the per-epoch history (restored on resume, so no epoch is counted twice),
+  rewrites ``metrics.csv`` and ``curves.png`` each epoch, and saves ``best.pt`` / ``last.pt`` as plainnet
+  checkpoints (architecture, weights, class names, preprocessing) that evaluate, predict and export read.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..models.weights import atomic_torch_save, save_checkpoint
+
+__all__ = ["AtomicCheckpointIO", "RunRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+
+class RunRecorder(L.Callback):
+    """Per-epoch bookkeeping on rank 0.
+
+    Args:
+        run_dir: the run directory.
+        meta: stored in every plainnet checkpoint (class names, preprocessing, config...).
+        monitor: the metric that decides ``best.pt`` (e.g. ``val/acc``); ``mode`` max or min.
+    """
+
+    def __init__(self, run_dir: Path, meta: dict, monitor: str = "val/acc", mode: str = "max") -> None:
+        self.run_dir, self.meta, self.monitor, self.mode = Path(run_dir), meta, monitor, mode
+        self.history: list[dict[str, float]] = []
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history", []))
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        elapsed = time.perf_counter() - pl_module.epoch_start  # includes this epoch's validation
+        pl_module.log("train/img_s", pl_module.epoch_images * trainer.world_size / max(elapsed, 1e-6))
+        pl_module.log("train/epoch_time", elapsed)
+        pl_module.log("lr", trainer.optimizers[0].param_groups[-1]["lr"])
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if isinstance(v, torch.Tensor) and v.numel() == 1 and k != "img_s"}
+        row = {"epoch": trainer.current_epoch, **metrics}
+        # Drop anything recorded for this epoch by an interrupted attempt (defensive: history is restored
+        # from the checkpoint of the previous epoch, so normally there is none).
+        self.history = [h for h in self.history if h["epoch"] < trainer.current_epoch] + [row]
+        value = metrics.get(self.monitor)
+        improved = value is not None and not math.isnan(value) and self._improved(value)
+        if improved:
+            self.best, self.best_epoch = value, trainer.current_epoch
+        if trainer.is_global_zero:
+            model = pl_module.eval_model
+            meta = {**self.meta, "epoch": trainer.current_epoch, "metrics": metrics}
+            save_checkpoint(model, self.run_dir / "last.pt", **meta)
+            if improved:
+                save_checkpoint(model, self.run_dir / "best.pt", **meta)
+            self.write_metrics()
+
+    def write_metrics(self) -> None:
+        from ..evaluation.plots import plot_curves
+
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        tmp = self.run_dir / ".metrics.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        tmp.replace(self.run_dir / "metrics.csv")
+        try:
+            plot_curves(self.history, self.run_dir / "curves.png")
+        except Exception as e:  # a plotting problem must never stop training
+            log.warning("could not draw curves.png: %s", e)

@@ -1,0 +1,270 @@
+"""Training configuration: frozen dataclasses, YAML files and dotted command-line overrides.
+
+Precedence: dataclass defaults < YAML file < ``--section.key value`` overrides. Unknown keys are rejected
+with a close-match hint; values are parsed with ``yaml.safe_load`` and checked against the field's type,
+never ``eval``-ed. ``"auto"`` values are resolved by :mod:`plainnet.engine.recipe` from the data and the
+machine, and the resolved config is what a run directory records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "AugmentConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "DistillConfig",
+    "RunConfig",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "save_config",
+]
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    #: A folder of class sub-folders, ``train/`` + ``val/`` folders, CIFAR-10 python batches, or ``digits``.
+    path: str = ""
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    seed: int = 0
+    #: Training and evaluation resolution (square); ``auto`` picks from image size and hardware.
+    image_size: int | str = AUTO
+    #: Eval: resize the shorter side to ``image_size / crop_ratio``, then center-crop ``image_size``.
+    crop_ratio: float | str = AUTO
+    #: ``memory`` (decode once into a memory-mapped uint8 cache), ``stream`` (DataLoader workers), or auto.
+    cache: str = AUTO
+    cache_dir: str = ""
+    #: ``imagenet`` statistics, or ``data`` (computed from the training images).
+    normalize: str = "imagenet"
+    batch_size: int | str = AUTO
+    workers: int | str = AUTO
+    #: Imbalanced classes: ``none``, ``loss`` (class-weighted cross-entropy) or ``sampler``.
+    balance: str = AUTO
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    #: ``none``, ``shift`` (translate only: digits, text), ``crop`` (translate + h-flip), ``rot`` (crop + h/v-flips + 90-degree rotations, for
+    #: top-down images such as leaves, cells, aerial), ``rrc`` (RandomResizedCrop + h-flip),
+    #: ``vgg`` (scale jittering: square crops of random size + h-flip), or auto.
+    preset: str = AUTO
+    #: Extra per-image policy: ``none``, ``trivial`` (TrivialAugmentWide) or ``randaugment``.
+    policy: str = "none"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    random_erasing: float = 0.0
+    #: Evaluation-time augmentation of the final evaluation: ``none``, ``hflip``, ``flips`` (h+v).
+    tta: str = AUTO
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    #: A plainnet model (``plainnet models``), ``torchvision.NAME`` or ``timm.NAME``.
+    name: str = AUTO
+    #: A local checkpoint (any dialect) to fine-tune from; the head is replaced for the class count.
+    pretrained: str = ""
+    small_input: bool | str = AUTO
+    drop_rate: float | str = AUTO
+    #: VGG head: classic, slim or gap.
+    head: str = ""
+    #: Freeze the stem and the first N stages (fine-tuning).
+    freeze_stages: int = 0
+    #: Learning-rate factor for the pretrained backbone (the head gets the full rate).
+    backbone_lr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    #: ``sgd`` (momentum, optional nesterov), ``adam`` or ``adamw``.
+    name: str = "sgd"
+    lr: float | str = AUTO
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    #: No weight decay on BatchNorm parameters and biases.
+    no_decay_norm_bias: bool = True
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    #: ``onecycle``, ``cosine`` (linear warm-up then cosine) or ``constant``.
+    name: str = "onecycle"
+    warmup_epochs: float | str = AUTO
+    #: Final learning rate as a fraction of the peak.
+    min_lr_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    #: A plainnet checkpoint (``best.pt``, a run directory) of the teacher; empty disables distillation.
+    teacher: str = ""
+    temperature: float = 4.0
+    #: Weight of the KL term; ``1 - alpha`` goes to cross-entropy with the labels.
+    alpha: float = 0.7
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int | str = AUTO
+    label_smoothing: float = 0.1
+    #: EMA decay of the weights (0 disables); validation and exports then use the averaged weights.
+    ema: float | str = AUTO
+    grad_clip: float = 0.0
+    #: Stop when ``monitor`` has not improved for this many epochs (0 disables).
+    patience: int = 0
+    monitor: str = "val/acc"
+    #: ``auto`` (bf16 where the CPU or GPU supports it, else fp32), ``bf16``, ``fp16``, ``fp32``.
+    precision: str = AUTO
+    channels_last: bool | str = AUTO
+    compile: bool = False
+    #: ``auto`` (cpu, or the GPUs), ``cpu``, ``gpu``.
+    accelerator: str = AUTO
+    #: Processes per node (DDP when > 1); under ``torchrun`` taken from its environment.
+    devices: int | str = AUTO
+    num_nodes: int = 1
+    seed: int = 0
+    threads: int = 0
+    #: Parent of run directories and the run's name (default: model name and a timestamp).
+    runs_dir: str = "runs"
+    name: str = ""
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _hint(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(options))}"
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check/convert one parsed value against a field annotation (``int | str`` etc.)."""
+    hints = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if hints == (str,) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. --train.name 2024
+    for hint in hints:
+        if hint is bool and isinstance(value, bool):
+            return value
+        if hint is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, str):
+            if str in hints and len(hints) > 1 and value != AUTO:
+                continue  # "int | str" admits only the word "auto" as a string
+            return value
+    if str in hints and value == AUTO:
+        return value
+    names = " or ".join("auto" if h is str and len(hints) > 1 else h.__name__ for h in hints)
+    raise ConfigError(f"{key}: expected {names}, got {value!r}")
+
+
+def _update_section(section, values: dict, prefix: str):
+    known = {f.name: f for f in fields(section)}
+    hints = typing.get_type_hints(type(section))
+    changes = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown option '{prefix}.{key}'{_hint(key, known)}")
+        changes[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    return replace(section, **changes)
+
+
+def config_from_dict(d: dict, base: RunConfig | None = None) -> RunConfig:
+    """A :class:`RunConfig` from nested ``{section: {key: value}}``, on top of ``base`` (defaults)."""
+    cfg = base or RunConfig()
+    sections = {f.name for f in fields(RunConfig)}
+    for name, values in (d or {}).items():
+        if name not in sections:
+            raise ConfigError(f"unknown config section '{name}'{_hint(name, sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{name}' must be a mapping, got {values!r}")
+        cfg = replace(cfg, **{name: _update_section(getattr(cfg, name), values, name)})
+    return cfg
+
+
+def load_config(path: str | Path | None, base: RunConfig | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path`` (if any)."""
+    if not path:
+        return base or RunConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    return config_from_dict(data, base)
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, str] | list[str]) -> RunConfig:
+    """Apply ``{"optim.lr": "3e-4"}`` (or ``["--optim.lr", "3e-4", "--train.epochs=5"]``) overrides."""
+    if isinstance(overrides, list):
+        overrides = parse_override_args(overrides)
+    nested: dict[str, dict] = {}
+    for dotted, raw in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override '{dotted}' must look like section.key (e.g. optim.lr)")
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        if value is None:
+            value = ""
+        nested.setdefault(section, {})[key] = value
+    return config_from_dict(nested, cfg)
+
+
+def parse_override_args(args: list[str]) -> dict[str, str]:
+    """``["--optim.lr", "3e-4", "--train.epochs=5"]`` -> ``{"optim.lr": "3e-4", "train.epochs": "5"}``."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ConfigError(f"unexpected argument '{arg}': overrides look like --section.key VALUE")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override '{arg}' needs a value")
+            value = args[i + 1]
+            i += 1
+        out[key] = value
+        i += 1
+    return out
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

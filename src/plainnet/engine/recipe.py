@@ -1,0 +1,143 @@
+"""Resolve every ``auto`` in a :class:`RunConfig` from the data and the machine, and say why.
+
+The defaults encode what was measured on a 2-core AVX-512 CPU (DESIGN.md): RepVGG-A0, decoded-once
+images at 96 px for photos (32 px for small images, with ``small_input``), bf16 autocast where the CPU
+has native bf16, channels_last, SGD with Nesterov momentum on a one-cycle schedule, label smoothing, and
+a class-weighted loss when classes are imbalanced. On a GPU: 224 px and mixed precision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+
+import torch
+
+from .config import AUTO, RunConfig
+
+__all__ = ["DataFacts", "Machine", "detect_machine", "resolve", "cpu_supports_bf16"]
+
+log = logging.getLogger(__name__)
+
+#: CPU training budget the automatic epoch count aims at (seconds).
+CPU_BUDGET_S = 8 * 60
+#: Measured training throughput of RepVGG-A0 (bf16, channels_last, 2 cores) at 96 px, img/s.
+CPU_A0_IMG_S_96 = 110.0
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    num_train: int
+    num_classes: int
+    class_counts: tuple[int, ...]
+    #: Typical (median) shorter side of the source images in pixels.
+    typical_side: int
+    bytes_if_cached_at: dict | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    cuda: bool
+    cpu_bf16: bool
+    cuda_bf16: bool
+    cores: int
+    memory_bytes: int
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 on this CPU (AVX-512 BF16 or AMX); emulated bf16 would be slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def detect_machine() -> Machine:
+    cuda = torch.cuda.is_available()
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 8 << 30
+    return Machine(cuda=cuda, cpu_bf16=cpu_supports_bf16(), cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+                   cores=os.cpu_count() or 1, memory_bytes=memory)
+
+
+def _is_plain_vgg(name: str) -> bool:
+    return name.startswith("vgg") and "_bn" not in name and not name.endswith("_dws")
+
+
+def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConfig, list[str]]:
+    """Return the config with no ``auto`` left, and one line per automatic choice."""
+    notes: list[str] = []
+    d, a, m, o, s, t = cfg.data, cfg.augment, cfg.model, cfg.optim, cfg.schedule, cfg.train
+
+    def pick(section, field: str, value, why: str):
+        if getattr(section, field) == AUTO:
+            notes.append(f"{field}={value} ({why})")
+            return replace(section, **{field: value})
+        return section
+
+    gpu = machine.cuda and t.accelerator in (AUTO, "gpu", "cuda")
+    t = pick(t, "accelerator", "gpu" if gpu else "cpu", "CUDA available" if gpu else "no GPU")
+    if gpu:
+        t = pick(t, "precision", "bf16" if machine.cuda_bf16 else "fp16", "mixed precision on the GPU")
+    else:
+        t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32",
+                 "CPU has native bf16" if machine.cpu_bf16 else "no native bf16 on this CPU")
+    t = pick(t, "channels_last", True, "faster convolutions")
+    m = pick(m, "name", "repvgg_a0", "fast and accurate plain network; fuses to one 3x3 conv per layer")
+
+    small = facts.typical_side <= 64
+    if small:
+        # Tiny images are upsampled 2x (8 px digits -> 16) so 3x3 convs see more than a few pixels.
+        side = facts.typical_side * 2 if facts.typical_side < 16 else facts.typical_side
+        size = max(16, int(math.ceil(side / 8) * 8))
+        why = f"images are ~{facts.typical_side} px"
+    else:
+        size = 224 if gpu else 96
+        why = "GPU" if gpu else "CPU budget: 96 px keeps ~99% of the accuracy at a fraction of 224 px cost"
+    d = pick(d, "image_size", size, why)
+    m = pick(m, "small_input", bool(small or int(d.image_size) <= 64), "keep spatial detail on small inputs")
+    d = pick(d, "crop_ratio", 1.0 if small else 0.875, "no border to crop on tiny images" if small else "standard")
+    a = pick(a, "preset", "crop", "random translation + horizontal flip")
+    a = pick(a, "tta", "flips" if a.preset == "rot" else "hflip", "flip test-time augmentation")
+    m = pick(m, "drop_rate", 0.5 if m.name.startswith("vgg") else 0.0, "VGG's classic dropout" if
+             m.name.startswith("vgg") else "not needed with BN and augmentation")
+
+    counts = [c for c in facts.class_counts if c > 0]
+    ratio = max(counts) / max(min(counts), 1) if counts else 1.0
+    d = pick(d, "balance", "loss" if ratio > 2 else "none",
+             f"largest/smallest class = {ratio:.1f}" + (": class-weighted loss" if ratio > 2 else ""))
+    d = pick(d, "batch_size", 128 if gpu else 64, "fits memory, keeps BN statistics stable")
+    side = round(int(d.image_size) / float(d.crop_ratio))
+    cached = facts.num_train * 1.25 * side * side * 3
+    fits = cached < min(machine.memory_bytes * 0.25, 16 << 30)
+    d = pick(d, "cache", "memory" if fits else "stream",
+             f"decoded images need {cached / 2**20:.0f} MiB" + ("" if fits else ", too much for memory"))
+    d = pick(d, "workers", 0 if d.cache == "memory" else min(8, machine.cores), "augmentation runs batched")
+
+    plain_vgg = _is_plain_vgg(m.name)
+    finetune = bool(m.pretrained)
+    base_lr = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}.get(o.name, 0.1)
+    if plain_vgg:
+        base_lr *= 0.1  # no BN: the classic VGG diverges or stalls at 0.1
+    if finetune:
+        base_lr *= 0.1
+    base_lr *= int(d.batch_size) / 64 if o.name == "sgd" else 1.0
+    o = pick(o, "lr", round(base_lr, 6), ("plain VGG without BN needs a lower rate; " if plain_vgg else "")
+             + ("fine-tuning; " if finetune else "") + f"{o.name} at batch {d.batch_size}")
+    if t.epochs == AUTO:
+        if gpu:
+            epochs, why = 30, "GPU default"
+        else:
+            rate = CPU_A0_IMG_S_96 * (96 / int(d.image_size)) ** 2 * max(machine.cores, 1) / 2
+            epochs = int(min(100, max(5, CPU_BUDGET_S * rate / max(facts.num_train, 1))))
+            why = f"~{CPU_BUDGET_S // 60} min budget at ~{rate:.0f} img/s for {facts.num_train} images"
+        t = pick(t, "epochs", epochs, why)
+    warm = (0.25 if s.name == "onecycle" else 0.05) * int(t.epochs)
+    s = pick(s, "warmup_epochs", max(2.0 if plain_vgg else 0.0, round(warm, 2)), "gradual start")
+    t = pick(t, "ema", 0.0, "off")
+    t = pick(t, "devices", 1, "one process")
+    return replace(cfg, data=d, augment=a, model=m, optim=o, schedule=s, train=t), notes

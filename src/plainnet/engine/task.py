@@ -1,0 +1,201 @@
+"""The LightningModule: image classification (optionally distilled from a teacher).
+
+It holds the task -- loss, metrics, optimizer and schedule, EMA weights -- and receives the backbone from
+outside (:func:`plainnet.create_model`); the backbone is not saved into the hyper-parameters.
+
+Knowledge distillation: "Distilling the Knowledge in a Neural Network", Hinton, Vinyals, Dean, 2015,
+arXiv:1503.02531 (KL divergence at temperature T, scaled by T^2, plus cross-entropy with the labels).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .config import DistillConfig, OptimConfig, ScheduleConfig
+
+__all__ = ["ClassificationTask", "param_groups", "distillation_loss"]
+
+
+def distillation_loss(student_logits, teacher_logits, targets, *, temperature: float, alpha: float,
+                      label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, targets)``."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                  reduction="batchmean", log_target=True) * (t * t)
+    ce = F.cross_entropy(student_logits, targets, weight=weight, label_smoothing=label_smoothing)
+    return alpha * kl + (1 - alpha) * ce
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig, lr: float, backbone_lr_scale: float = 1.0,
+                 head_name: str | None = None) -> list[dict]:
+    """Split parameters into (backbone | head) x (decay | no decay) groups.
+
+    BatchNorm weights and all biases (every parameter with fewer than 2 dims) get no weight decay when
+    ``cfg.no_decay_norm_bias``; the head keeps the full learning rate when the backbone's is scaled.
+    """
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = bool(head_name) and (name == head_name or name.startswith(head_name + "."))
+        no_decay = cfg.no_decay_norm_bias and p.ndim <= 1
+        groups.setdefault((is_head, no_decay), []).append(p)
+    out = []
+    for (is_head, no_decay), params in sorted(groups.items()):
+        scale = 1.0 if is_head else backbone_lr_scale
+        out.append({"params": params, "lr": lr * scale, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                    "initial_lr_scale": scale})
+    return out
+
+
+class ClassificationTask(L.LightningModule):
+    """Cross-entropy classification with label smoothing, class weights, EMA and optional distillation.
+
+    Args:
+        model: the network (any ``nn.Module`` mapping images to logits).
+        num_classes: number of classes.
+        optim, schedule, distill: config sections (plain dataclasses; saved as hyper-parameters).
+        lr: the resolved peak learning rate.
+        epochs: planned epochs (the schedule's length).
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: per-class loss weights (imbalanced data) or ``None``.
+        ema_decay: EMA decay of the weights (0: off). Validation then scores the averaged weights.
+        teacher: a frozen teacher network for distillation, or ``None``.
+        backbone_lr_scale, head_name, frozen: fine-tuning options.
+        seed: reseeds the global RNG at each epoch start (dropout, MixUp), so a resumed run repeats
+            the interrupted epoch exactly.
+    """
+
+    def __init__(self, model: nn.Module, *, num_classes: int, optim: OptimConfig, schedule: ScheduleConfig,
+                 lr: float, epochs: int, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None,
+                 ema_decay: float = 0.0, teacher: nn.Module | None = None,
+                 distill: DistillConfig | None = None, backbone_lr_scale: float = 1.0,
+                 head_name: str | None = None, frozen: list[str] | tuple[str, ...] = (), seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters({
+            "num_classes": num_classes, "optim": asdict(optim), "schedule": asdict(schedule), "lr": lr,
+            "epochs": epochs, "label_smoothing": label_smoothing, "ema_decay": ema_decay,
+            "distill": asdict(distill) if distill else None, "backbone_lr_scale": backbone_lr_scale,
+            "seed": seed,
+        })
+        self.model = model
+        self.optim_cfg, self.schedule_cfg, self.distill_cfg = optim, schedule, distill
+        self.lr, self.epochs, self.seed = lr, epochs, seed
+        self.label_smoothing, self.backbone_lr_scale, self.head_name = label_smoothing, backbone_lr_scale, head_name
+        self.frozen = tuple(frozen)
+        self.register_buffer("class_weights", class_weights if class_weights is not None else None,
+                             persistent=False)
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+                    if ema_decay > 0 else None)
+        # The teacher is not a registered submodule: it is neither trained nor saved in checkpoints.
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
+        self.epoch_start = 0.0
+        self.epoch_images = 0  # images this process trained on in the current epoch
+
+    # ------------------------------------------------------------------ the network being scored
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation and exports use: the EMA average when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(self.seed * 1_000_003 + self.current_epoch)
+        for name in self.frozen:  # frozen stages keep their BN statistics too
+            self.model.get_submodule(name).eval()
+        self.epoch_start, self.epoch_images = time.perf_counter(), 0
+
+    def _loss(self, logits, targets, x):
+        if self._teacher:
+            teacher = self._teacher[0]
+            if teacher.training or next(teacher.parameters()).device != x.device:
+                self._teacher[0] = teacher = teacher.to(x.device).eval()
+            with torch.no_grad():
+                teacher_logits = teacher(x).float()
+            return distillation_loss(logits, teacher_logits, targets, temperature=self.distill_cfg.temperature,
+                                     alpha=self.distill_cfg.alpha, label_smoothing=self.label_smoothing,
+                                     weight=self.class_weights)
+        return F.cross_entropy(logits, targets, weight=self.class_weights, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        loss = self._loss(logits.float(), y, x)
+        hard = y.argmax(1) if y.ndim == 2 else y  # MixUp/CutMix give soft targets
+        self.train_acc(logits.detach(), hard)
+        self.epoch_images += len(x)
+        rate = self.epoch_images * self.trainer.world_size / max(time.perf_counter() - self.epoch_start, 1e-6)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("img_s", rate, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.eval_model(x).float()
+        loss = F.cross_entropy(logits, y)
+        self.val_acc(logits, y)
+        self.val_bal_acc(logits, y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=False, sync_dist=True, batch_size=len(x))
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self.log("val/balanced_acc", self.val_bal_acc, on_epoch=True)
+
+    # ------------------------------------------------------------------ optimization
+    def configure_optimizers(self):
+        cfg, lr = self.optim_cfg, self.lr
+        groups = param_groups(self.model, cfg, lr, self.backbone_lr_scale, self.head_name)
+        if cfg.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        elif cfg.name == "adam":
+            opt = torch.optim.Adam(groups, lr=lr)
+        elif cfg.name == "adamw":
+            opt = torch.optim.AdamW(groups, lr=lr)
+        else:
+            raise ValueError(f"unknown optimizer {cfg.name!r}")
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        steps_per_epoch = max(total // max(self.epochs, 1), 1)
+        warmup = int(float(self.schedule_cfg.warmup_epochs) * steps_per_epoch)
+        sched = self._scheduler(opt, total, warmup)
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _scheduler(self, opt, total: int, warmup: int):
+        s = self.schedule_cfg
+        lrs = [g["lr"] for g in opt.param_groups]
+        if s.name == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=lrs, total_steps=total, pct_start=min(max(warmup / total, 0.01), 0.5),
+                anneal_strategy="cos", div_factor=25.0, final_div_factor=1.0 / max(s.min_lr_ratio, 1e-4) / 25.0,
+                three_phase=False, cycle_momentum=False)
+        if s.name == "cosine":
+            cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total - warmup, 1),
+                                                             eta_min=min(lrs) * s.min_lr_ratio)
+            if warmup == 0:
+                return cos
+            warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup)
+            return torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], milestones=[warmup])
+        if s.name == "constant":
+            if warmup == 0:
+                return None
+            return torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup)
+        raise ValueError(f"unknown schedule {s.name!r}")

@@ -1,0 +1,357 @@
+"""``plainnet.train``: a folder of images in, a trained model and a self-describing run directory out.
+
+Read top-down (after nanoGPT's train.py): resolve the config, load the data, build the model, assemble
+the Lightning Trainer, fit, then score the best weights on the held-out split.
+
+A run directory holds: ``config.yaml`` (resolved), ``split.json``, ``classes.json``, ``best.pt`` and
+``last.pt`` (plainnet checkpoints), ``checkpoints/last.ckpt`` (Lightning's, for ``--resume``),
+``metrics.csv``, ``curves.png``, TensorBoard logs under ``tb/``, ``train.log`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from ..data.folder import Splits
+from ..errors import ConfigError, DataError
+from .config import AUTO, RunConfig, apply_overrides, config_from_dict, load_config, save_config
+
+__all__ = ["TrainResult", "train", "load_data", "data_facts"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: Path
+    #: The monitored validation metric of the best epoch, and that epoch (0-based).
+    best_metric: float
+    best_epoch: int
+    #: Scores of the best weights on the held-out split(s): accuracy, balanced accuracy, with TTA.
+    final: dict
+    epochs_run: int
+    seconds: float
+    config: RunConfig
+    notes: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_data(cfg: RunConfig):
+    """The dataset named by ``cfg.data.path``: ``digits``, CIFAR-10 python batches, or image folders."""
+    from ..data.folder import detect_layout, load_splits
+
+    path = cfg.data.path
+    if not path:
+        raise ConfigError("no data given: pass --data DIR (a folder with one sub-folder per class)")
+    if path == "digits":
+        from ..data.digits import load_digits_arrays
+
+        return load_digits_arrays(test_fraction=cfg.data.val_fraction, seed=cfg.data.seed)
+    if not Path(path).exists():
+        raise DataError(f"data folder not found: {path}")
+    if detect_layout(path) == "cifar-batches":
+        from ..data.cifar import load_cifar_batches
+
+        return load_cifar_batches(path)
+    return load_splits(path, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+                       seed=cfg.data.seed)
+
+
+def data_facts(source):
+    """Size, classes and typical image side: what the automatic recipe looks at."""
+    from PIL import Image
+
+    from .recipe import DataFacts
+
+    if isinstance(source, Splits):
+        labels = [s.label for s in source.train]
+        sides = []
+        for s in source.train[:: max(1, len(source.train) // 64)]:
+            try:
+                with Image.open(s.path) as im:  # header only, no decoding
+                    sides.append(min(im.size))
+            except OSError:
+                continue
+        typical = sorted(sides)[len(sides) // 2] if sides else 224
+    else:
+        labels = source.train_labels.tolist()
+        typical = min(source.train_images.shape[1:3])
+    counts = [labels.count(c) for c in range(len(source.classes))]
+    return DataFacts(num_train=len(labels), num_classes=len(source.classes), class_counts=tuple(counts),
+                     typical_side=int(typical))
+
+
+# ----------------------------------------------------------------------------- run directory
+
+
+def _distributed_env() -> tuple[int, int]:
+    """(world size, rank) when launched by torchrun / Lightning's launcher, else (1, 0)."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
+def _run_dir(cfg: RunConfig) -> Path:
+    # Every process of a distributed run must agree on the directory: the launcher's process gets it
+    # first and passes it down the environment; torchrun's processes share its run id.
+    if os.environ.get("PLAINNET_RUN_DIR"):
+        return Path(os.environ["PLAINNET_RUN_DIR"])
+    name = cfg.train.name
+    if not name:
+        world, _ = _distributed_env()
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+        stamp = run_id[:8] if world > 1 and run_id and run_id != "none" else datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = f"{cfg.model.name}-{stamp}"
+    return Path(cfg.train.runs_dir) / name
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("plainnet").addHandler(handler)
+    return handler
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(cfg: RunConfig, num_classes: int):
+    """The backbone for ``cfg.model``, fine-tuned from ``cfg.model.pretrained`` when given."""
+    from ..models import create_model, load_weights
+
+    m = cfg.model
+    kwargs = {}
+    if not m.name.startswith(("torchvision.", "timm.")):
+        kwargs = {"small_input": bool(m.small_input), "drop_rate": float(m.drop_rate)}
+        if m.head:
+            kwargs["head"] = m.head
+    model = create_model(m.name, num_classes=num_classes, **kwargs)
+    if m.pretrained:
+        report = load_weights(model, m.pretrained, exclude_head=True)
+        log.info("fine-tuning from %s (%s weights); new %d-class head", m.pretrained, report.dialect, num_classes)
+    return model
+
+
+def _frozen_modules(model, stages: int) -> list[str]:
+    if stages <= 0:
+        return []
+    if not hasattr(model, "stage_modules"):
+        raise ConfigError("model.freeze_stages needs a plainnet model (it freezes whole stages)")
+    names = []
+    modules = dict((id(mod), n) for n, mod in model.named_modules())
+    for stage in model.stage_modules()[:stages]:
+        for p in stage.parameters():
+            p.requires_grad_(False)
+        if id(stage) in modules:
+            names.append(modules[id(stage)])
+    return names
+
+
+def _load_teacher(path: str):
+    from ..models import load_model
+
+    p = Path(path)
+    return load_model(p / "best.pt" if p.is_dir() else p).eval()
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def _precision(cfg: RunConfig) -> str:
+    return {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}[cfg.train.precision]
+
+
+def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int):
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from .callbacks import AtomicCheckpointIO
+
+    t = cfg.train
+    callbacks = list(callbacks)
+    callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0))
+    if t.patience > 0:
+        mode = "min" if t.monitor.endswith("loss") else "max"
+        callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
+    if t.progress:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    world, _ = _distributed_env()
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ and world > 1
+    devices = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if under_torchrun else int(t.devices)
+    num_nodes = world // devices if under_torchrun else t.num_nodes
+    distributed = devices * num_nodes > 1
+    return L.Trainer(
+        accelerator="gpu" if t.accelerator == "gpu" else "cpu",
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy="ddp" if distributed else "auto",
+        precision=_precision(cfg),
+        max_epochs=max_epochs,
+        gradient_clip_val=t.grad_clip or None,
+        callbacks=callbacks,
+        logger=[TensorBoardLogger(run_dir, name="tb", version=""), CSVLogger(run_dir, name="lightning", version="")],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=t.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the data module shards batches itself, by (seed, epoch)
+        deterministic=False,
+        log_every_n_steps=10,
+    )
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+def train(
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    overrides: dict[str, str] | list[str] | None = None,
+    resume: str | Path | None = None,
+    **data_and_model,
+) -> TrainResult:
+    """Train a classifier; see :class:`RunConfig` for every option.
+
+    Args:
+        config: a :class:`RunConfig`, a nested dict, or a YAML file path (``None``: defaults).
+        overrides: dotted overrides, e.g. ``{"optim.lr": "0.05"}``.
+        resume: a run directory to continue from its last checkpoint (its saved config is used; epochs
+            may be extended with an override).
+        **data_and_model: shortcuts ``data=DIR``, ``model=NAME``, ``epochs=N``.
+
+    Returns:
+        A :class:`TrainResult` with the run directory, the best checkpoint and the final scores.
+    """
+    import lightning as L
+
+    from .recipe import detect_machine, resolve
+
+    t0 = time.perf_counter()
+    # 1. Configuration: defaults < file < overrides (< the saved config of a resumed run).
+    ckpt_path = None
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"cannot resume {run_dir}: no config.yaml (not a plainnet run directory)")
+        cfg = load_config(run_dir / "config.yaml")
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = last if last.is_file() else None
+        if ckpt_path is None:
+            log.warning("no checkpoint in %s yet: starting it again from epoch 1", run_dir)
+    elif isinstance(config, RunConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = config_from_dict(config)
+    else:
+        cfg = load_config(config)
+    shortcuts = {"data": "data.path", "model": "model.name", "epochs": "train.epochs"}
+    for key, value in data_and_model.items():
+        if key not in shortcuts:
+            raise TypeError(f"train() got an unexpected keyword argument {key!r}")
+        cfg = apply_overrides(cfg, {shortcuts[key]: value})
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+
+    # 2. Data, and every "auto" resolved from it and from this machine.
+    source = load_data(cfg)
+    machine = detect_machine()
+    cfg, notes = resolve(cfg, data_facts(source), machine)
+    for note in notes:
+        log.info("auto: %s", note)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    if resume is None:
+        run_dir = _run_dir(cfg)
+        if (run_dir / "config.yaml").exists() and not os.environ.get("PLAINNET_RUN_DIR"):
+            raise ConfigError(f"run directory {run_dir} already exists: pick another --train.name or --resume it")
+    world, rank = _distributed_env()
+    os.environ["PLAINNET_RUN_DIR"] = str(run_dir)  # processes launched from here use the same directory
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log_file(run_dir) if rank == 0 else None
+    try:
+        return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine)
+    finally:
+        if handler is not None:
+            logging.getLogger("plainnet").removeHandler(handler)
+            handler.close()
+        if os.environ.get("PLAINNET_RUN_DIR") == str(run_dir) and world == 1:
+            del os.environ["PLAINNET_RUN_DIR"]
+
+
+def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float, machine) -> TrainResult:
+    from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.datamodule import ImageDataModule, Preprocess
+    from ..evaluation.metrics import evaluate_datamodule
+    from .callbacks import RunRecorder
+    from .task import ClassificationTask
+
+    d = cfg.data
+    preprocess = Preprocess(int(d.image_size), float(d.crop_ratio), IMAGENET_MEAN, IMAGENET_STD)
+    dm = ImageDataModule(source, preprocess, cfg.augment, batch_size=int(d.batch_size), seed=cfg.train.seed,
+                         cache=d.cache, cache_dir=d.cache_dir, workers=int(d.workers), balance=d.balance,
+                         normalize_from_data=d.normalize == "data", channels_last=bool(cfg.train.channels_last))
+    dm.prepare_data()
+    dm.setup("fit")
+    classes = list(dm.classes)
+    if rank == 0:
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "classes.json").write_text(json.dumps(classes, indent=1))
+        if isinstance(source, Splits):
+            (run_dir / "split.json").write_text(json.dumps(source.to_json()))
+        log.info("data: %d classes, %d train images %s; run directory %s", len(classes), dm.num_train(),
+                 dict(zip(classes, dm.class_counts())), run_dir)
+
+    model = build_model(cfg, len(classes))
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    frozen = _frozen_modules(model, cfg.model.freeze_stages)
+    teacher = _load_teacher(cfg.distill.teacher) if cfg.distill.teacher else None
+    task = ClassificationTask(
+        model, num_classes=len(classes), optim=cfg.optim, schedule=cfg.schedule, lr=float(cfg.optim.lr),
+        epochs=int(cfg.train.epochs), label_smoothing=cfg.train.label_smoothing,
+        class_weights=dm.class_weights() if d.balance == "loss" else None, ema_decay=float(cfg.train.ema),
+        teacher=teacher, distill=cfg.distill if teacher is not None else None,
+        backbone_lr_scale=cfg.model.backbone_lr_scale,
+        head_name=getattr(model, "classifier_name", None) if cfg.model.pretrained else None,
+        frozen=frozen, seed=cfg.train.seed)
+    if cfg.train.compile:
+        task.model = torch.compile(model)
+
+    meta = {"classes": classes, "preprocess": dm.preprocess.to_dict(), "config": asdict(cfg)}
+    recorder = RunRecorder(run_dir, meta, monitor=cfg.train.monitor,
+                           mode="min" if cfg.train.monitor.endswith("loss") else "max")
+    trainer = _trainer(cfg, run_dir, [recorder], max_epochs=int(cfg.train.epochs))
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+
+    # Score the best weights on the held-out split(s), with and without test-time augmentation.
+    final = {}
+    if trainer.is_global_zero and (run_dir / "best.pt").is_file():
+        from ..models import load_model
+
+        best = load_model(run_dir / "best.pt")
+        for split in ("val", "test"):
+            if dm.has_split(split):
+                final[split] = evaluate_datamodule(best, dm, split, tta=cfg.augment.tta)
+        (run_dir / "results.json").write_text(json.dumps({
+            "best_epoch": recorder.best_epoch, "best_metric": recorder.best, "monitor": cfg.train.monitor,
+            "epochs_run": len(recorder.history), "seconds": time.perf_counter() - t0, "final": final,
+            "auto": notes, "bad_files": dm.bad_files}, indent=1))
+    return TrainResult(run_dir=run_dir, best_checkpoint=run_dir / "best.pt", best_metric=recorder.best or 0.0,
+                       best_epoch=recorder.best_epoch or 0, final=final, epochs_run=len(recorder.history),
+                       seconds=time.perf_counter() - t0, config=cfg, notes=tuple(notes))
