@@ -20,12 +20,19 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def quiet_lightning(verbose: bool = False) -> None:
-    """Keep Lightning's start-up chatter (device tips, AMP notices) out of the way unless asked."""
+    """Keep Lightning's start-up chatter (device tips, AMP notices) out of the way unless asked, and send
+    what remains through plainnet's own log handler (Lightning installs a second one at import)."""
     import warnings
+
+    import lightning.pytorch  # noqa: F401  (it configures its loggers on import; adjust them after)
 
     level = logging.INFO if verbose else logging.WARNING
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(level)
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
     if not verbose:
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -187,6 +187,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
     if str in hints and value == AUTO:
         return value
+    if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string; numbers are still numbers
+        for hint, parse in ((int, int), (float, float)):
+            if hint in hints:
+                try:
+                    return parse(value)
+                except ValueError:
+                    pass
     names = " or ".join("auto" if h is str and len(hints) > 1 else h.__name__ for h in hints)
     raise ConfigError(f"{key}: expected {names}, got {value!r}")
 

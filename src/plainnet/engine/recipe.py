@@ -110,7 +110,10 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
     ratio = max(counts) / max(min(counts), 1) if counts else 1.0
     d = pick(d, "balance", "loss" if ratio > 2 else "none",
              f"largest/smallest class = {ratio:.1f}" + (": class-weighted loss" if ratio > 2 else ""))
-    d = pick(d, "batch_size", 128 if gpu else 64, "fits memory, keeps BN statistics stable")
+    batch = 128 if gpu else 64
+    # Small datasets: at least ~8 steps per epoch, so the schedule and BN statistics have steps to use.
+    batch = max(8, min(batch, 2 ** int(math.log2(max(facts.num_train // 8, 1)))))
+    d = pick(d, "batch_size", batch, "fits memory, keeps BN statistics stable")
     side = round(int(d.image_size) / float(d.crop_ratio))
     cached = facts.num_train * 1.25 * side * side * 3
     fits = cached < min(machine.memory_bytes * 0.25, 16 << 30)

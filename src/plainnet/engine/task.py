@@ -34,6 +34,21 @@ def distillation_loss(student_logits, teacher_logits, targets, *, temperature: f
     return alpha * kl + (1 - alpha) * ce
 
 
+def _ema_update(decay: float):
+    """EMA for floating-point tensors; integer buffers (BN's batch counters) are copied, not averaged
+    (averaging would truncate them)."""
+    ema = get_ema_multi_avg_fn(decay)
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        if averaged and not averaged[0].is_floating_point():
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+        else:
+            ema(averaged, current, num_averaged)
+
+    return update
+
+
 def param_groups(model: nn.Module, cfg: OptimConfig, lr: float, backbone_lr_scale: float = 1.0,
                  head_name: str | None = None) -> list[dict]:
     """Split parameters into (backbone | head) x (decay | no decay) groups.
@@ -93,7 +108,7 @@ class ClassificationTask(L.LightningModule):
         self.frozen = tuple(frozen)
         self.register_buffer("class_weights", class_weights if class_weights is not None else None,
                              persistent=False)
-        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema = (AveragedModel(model, multi_avg_fn=_ema_update(ema_decay), use_buffers=True).requires_grad_(False)
                     if ema_decay > 0 else None)
         # The teacher is not a registered submodule: it is neither trained nor saved in checkpoints.
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
@@ -182,12 +197,12 @@ class ClassificationTask(L.LightningModule):
     def _scheduler(self, opt, total: int, warmup: int):
         s = self.schedule_cfg
         lrs = [g["lr"] for g in opt.param_groups]
-        if s.name == "onecycle":
+        if s.name == "onecycle" and total >= 6:  # OneCycleLR needs at least 2 steps in each phase
             return torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=lrs, total_steps=total, pct_start=min(max(warmup / total, 0.01), 0.5),
+                opt, max_lr=lrs, total_steps=total, pct_start=min(max(warmup / total, 2.5 / total), 0.5),
                 anneal_strategy="cos", div_factor=25.0, final_div_factor=1.0 / max(s.min_lr_ratio, 1e-4) / 25.0,
                 three_phase=False, cycle_momentum=False)
-        if s.name == "cosine":
+        if s.name in ("cosine", "onecycle"):  # (a one-cycle run too short for OneCycleLR: cosine)
             cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total - warmup, 1),
                                                              eta_min=min(lrs) * s.min_lr_ratio)
             if warmup == 0:

@@ -67,7 +67,8 @@ def create_model(
     """Build a registered model.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from :func:`list_models`, or ``torchvision.NAME`` / ``timm.NAME`` for those libraries'
+            classifiers (randomly initialized, or from local ``weights``).
         num_classes: size of the classifier output (0: no classifier, pre-logit features).
         in_chans: input channels.
         pretrained: load the published ImageNet weights (torchvision's files for VGG; from the torch
@@ -79,6 +80,8 @@ def create_model(
             into VGG convs). ``None`` means training form, or the checkpoint's form when ``weights`` is set.
         **kwargs: architecture options (``small_input``, ``head``, ``drop_rate``, ``norm_layer``...).
     """
+    if name.startswith(EXTERNAL_PREFIXES):
+        return _external(name, num_classes, in_chans, weights=weights, pretrained=pretrained, **kwargs)
     entry = model_entry(name)
     arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if weights is not None or pretrained:
@@ -91,6 +94,46 @@ def create_model(
         load_weights(model, state, exclude_head=pretrained and weights is None and num_classes != 1000)
         return model
     return _build(entry, arch, bool(deploy))
+
+
+EXTERNAL_PREFIXES = ("torchvision.", "timm.")
+
+
+def _external(name: str, num_classes: int, in_chans: int, *, weights, pretrained: bool, **kwargs) -> nn.Module:
+    """A torchvision or timm classifier by name (``torchvision.resnet50``, ``timm.convnext_tiny``), so the
+    usual baselines train and compare through the same pipeline. Never downloads: ``pretrained=True``
+    is refused, local ``weights`` are loaded strictly."""
+    library, _, model_name = name.partition(".")
+    if pretrained:
+        from ..errors import WeightsError
+
+        raise WeightsError(f"{name}: pass weights=PATH (a local checkpoint); plainnet does not download")
+    if library == "torchvision":
+        import torchvision
+
+        if in_chans != 3:
+            raise ValueError("torchvision models take 3 input channels")
+        try:
+            model = torchvision.models.get_model(model_name, weights=None, num_classes=num_classes, **kwargs)
+        except ValueError:
+            close = difflib.get_close_matches(model_name, torchvision.models.list_models(), n=3)
+            hint = f"; did you mean {', '.join('torchvision.' + c for c in close)}?" if close else ""
+            raise UnknownModelError(f"unknown torchvision model {model_name!r}{hint}") from None
+    else:
+        try:
+            import timm
+        except ImportError:
+            raise UnknownModelError(f"{name} needs timm: pip install timm") from None
+        if not timm.is_model(model_name):
+            raise UnknownModelError(f"unknown timm model {model_name!r}")
+        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model.arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
+                  **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}}
+    if weights is not None:
+        from .weights import load_weights
+
+        load_weights(model, weights)
+    return model
 
 
 def _build(entry: ModelEntry, arch: dict, deploy: bool) -> nn.Module:

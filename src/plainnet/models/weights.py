@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .registry import create_model, model_entry
+from .registry import EXTERNAL_PREFIXES, create_model, model_entry
 
 __all__ = [
     "LoadReport",
@@ -148,6 +148,8 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
     Compares the (renamed) keys with both structures of ``arch``, built on the meta device (no memory,
     no compute).
     """
+    if arch["name"].startswith(EXTERNAL_PREFIXES):
+        return "same"  # torchvision / timm models have one form
     keys = _keys_without_counters(convert_dialect(state)[0])
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     with torch.device("meta"):
@@ -332,8 +334,10 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a model from a plainnet checkpoint: architecture, form and weights, strictly."""
+    """Rebuild a model from a plainnet checkpoint (architecture, form and weights, strictly), in eval
+    mode, ready for inference (call ``.train()`` to fine-tune it)."""
     payload = load_checkpoint(path)
     arch = dict(payload["arch"])
     name = arch.pop("name")
-    return create_model(name, weights=payload["state_dict"], deploy=bool(payload.get("deploy")), **arch)
+    model = create_model(name, weights=payload["state_dict"], deploy=bool(payload.get("deploy")), **arch)
+    return model.eval()

@@ -1,0 +1,81 @@
+"""Config precedence (defaults < YAML < dotted overrides), validation, and the automatic recipe."""
+
+from __future__ import annotations
+
+import pytest
+
+from plainnet.engine.config import RunConfig, apply_overrides, load_config, parse_override_args
+from plainnet.engine.recipe import DataFacts, Machine, resolve
+from plainnet.errors import ConfigError
+
+CPU = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30)
+GPU = Machine(cuda=True, cpu_bf16=True, cuda_bf16=True, cores=16, memory_bytes=128 << 30)
+
+
+def test_precedence_defaults_file_overrides(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optim:\n  lr: 0.05\n  name: adamw\ntrain:\n  epochs: 12\n")
+    cfg = load_config(recipe)
+    assert cfg.optim.lr == 0.05 and cfg.optim.name == "adamw" and cfg.train.epochs == 12
+    assert cfg.optim.momentum == RunConfig().optim.momentum  # untouched default
+    cfg = apply_overrides(cfg, ["--optim.lr", "3e-4", "--train.epochs=5", "--augment.preset", "rot"])
+    assert cfg.optim.lr == 3e-4 and cfg.train.epochs == 5 and cfg.augment.preset == "rot"
+    assert cfg.optim.name == "adamw"
+
+
+def test_unknown_keys_get_close_match_hints(tmp_path):
+    with pytest.raises(ConfigError, match="unknown option 'optim.momentun'.*did you mean 'momentum'"):
+        apply_overrides(RunConfig(), {"optim.momentun": "0.8"})
+    with pytest.raises(ConfigError, match="unknown option 'optim.zzz'; known: lr, momentum"):
+        apply_overrides(RunConfig(), {"optim.zzz": "1"})
+    with pytest.raises(ConfigError, match="unknown config section 'optimizer'.*did you mean 'optim'"):
+        apply_overrides(RunConfig(), {"optimizer.lr": "1"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        load_config(bad)
+
+
+def test_values_are_parsed_not_evaluated():
+    with pytest.raises(ConfigError, match="optim.lr: expected float or auto"):
+        apply_overrides(RunConfig(), {"optim.lr": "__import__('os').system('true')"})
+    with pytest.raises(ConfigError, match="train.epochs: expected int or auto"):
+        apply_overrides(RunConfig(), {"train.epochs": "ten"})
+    assert apply_overrides(RunConfig(), {"train.name": "2024"}).train.name == "2024"
+    assert apply_overrides(RunConfig(), {"train.compile": "true"}).train.compile is True
+
+
+def test_override_args_need_values():
+    assert parse_override_args(["--a.b", "1", "--c.d=x"]) == {"a.b": "1", "c.d": "x"}
+    with pytest.raises(ConfigError, match="needs a value"):
+        parse_override_args(["--a.b"])
+    with pytest.raises(ConfigError, match="unexpected argument"):
+        parse_override_args(["lr=3"])
+
+
+def test_auto_recipe_for_photos_on_cpu_and_gpu():
+    facts = DataFacts(num_train=1722, num_classes=3, class_counts=(800, 800, 122), typical_side=256)
+    cfg, notes = resolve(RunConfig(), facts, CPU)
+    assert "auto" not in str(cfg)
+    assert cfg.model.name == "repvgg_a0" and cfg.data.image_size == 96 and cfg.model.small_input is False
+    assert cfg.train.precision == "bf16" and cfg.train.channels_last is True
+    assert cfg.data.balance == "loss"  # healthy is 7% of the potato leaves
+    assert cfg.data.cache == "memory" and 10 <= cfg.train.epochs <= 60
+    assert any(n.startswith("image_size=96") for n in notes)
+    gpu_cfg, _ = resolve(RunConfig(), facts, GPU)
+    assert gpu_cfg.data.image_size == 224 and gpu_cfg.train.accelerator == "gpu"
+    no_bf16, _ = resolve(RunConfig(), facts, Machine(False, False, False, 2, 8 << 30))
+    assert no_bf16.train.precision == "fp32"
+
+
+def test_auto_recipe_for_small_images_and_plain_vgg():
+    digits = DataFacts(num_train=1438, num_classes=10, class_counts=(144,) * 10, typical_side=8)
+    cfg, _ = resolve(RunConfig(), digits, CPU)
+    assert cfg.data.image_size == 16 and cfg.model.small_input is True and cfg.data.crop_ratio == 1.0
+    assert cfg.data.balance == "none"
+    vgg, notes = resolve(apply_overrides(RunConfig(), {"model.name": "vgg16"}), digits, CPU)
+    assert vgg.optim.lr == pytest.approx(0.01) and vgg.schedule.warmup_epochs >= 2
+    assert vgg.model.drop_rate == 0.5
+    explicit = apply_overrides(RunConfig(), {"data.image_size": "48", "optim.lr": "0.2"})
+    kept, _ = resolve(explicit, digits, CPU)
+    assert kept.data.image_size == 48 and kept.optim.lr == 0.2  # explicit values are never replaced
