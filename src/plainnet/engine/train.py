@@ -179,7 +179,9 @@ def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int)
 
     t = cfg.train
     callbacks = list(callbacks)
-    callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0))
+    # One rolling checkpoint, rewritten (atomically) after every epoch: what --resume continues from.
+    callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                     every_n_epochs=1, enable_version_counter=False))
     if t.patience > 0:
         mode = "min" if t.monitor.endswith("loss") else "max"
         callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))

@@ -1,0 +1,117 @@
+"""The train command as users run it: resume after kill -9, DDP with 2 CPU processes, one-line errors,
+and the README's demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import plainnet
+
+PLAINNET = [sys.executable, "-m", "plainnet"]
+FAST = ["--data", "digits", "--train.progress", "false", "--augment.preset", "shift"]
+
+
+def metrics(run_dir):
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    args = [*FAST, "--epochs", "4", "--runs-dir", str(tmp_path)]
+    subprocess.run([*PLAINNET, "train", *args, "--name", "straight"], check=True, capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*PLAINNET, "train", *args, "--name", "killed"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ((run / "checkpoints" / "last.ckpt").exists() and (run / "metrics.csv").exists()):
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    epoch_time = float(metrics(run)[0]["train/epoch_time"])
+    time.sleep(0.4 * epoch_time)  # well inside the second epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(metrics(run)) < 4, "the run finished before the kill"
+    torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # the last good checkpoint is intact
+
+    resumed = subprocess.run([*PLAINNET, "train", "--resume", str(run), "--train.progress", "false"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight, again = metrics(tmp_path / "straight"), metrics(run)
+    assert [r["epoch"] for r in again] == ["0", "1", "2", "3"]
+    for a, b in zip(straight, again):
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), (a["epoch"], key)
+
+
+def ddp_steps(run_dir) -> int:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "lightning"])
+def test_ddp_with_two_cpu_processes(tmp_path, launcher):
+    args = [*FAST, "--epochs", "2", "--runs-dir", str(tmp_path), "--name", "ddp",
+            "--data.image_size", "8", "--model", "repvgg_a0"]
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "plainnet", "train", *args]
+    else:
+        cmd = [*PLAINNET, "train", *args, "--devices", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ddp"
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs_run"] == 2 and results["final"]["val"]["images"] == 359
+    # Each process took half of the 1,438 training images per epoch: 719 // 64 = 11 steps, not 22.
+    assert ddp_steps(run) == 2 * (1438 // 2 // 64)
+    assert len(metrics(run)) == 2  # one writer: rank 0
+
+
+@pytest.mark.parametrize("setup,message", [
+    ("missing", "data folder not found"),
+    ("empty_class", "class folder(s) with no images: b"),
+])
+def test_data_errors_are_one_line(tmp_path, setup, message):
+    root = tmp_path / "data"
+    if setup == "empty_class":
+        from PIL import Image
+
+        (root / "a").mkdir(parents=True)
+        (root / "b").mkdir()
+        Image.new("RGB", (8, 8)).save(root / "a" / "x.png")
+    proc = subprocess.run([*PLAINNET, "train", "--data", str(root), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in lines if line.startswith("error:")]) == 1
+
+
+def test_resume_of_a_non_run_is_a_clear_error(tmp_path):
+    proc = subprocess.run([*PLAINNET, "train", "--resume", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "not a plainnet run directory" in proc.stderr
+
+
+def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):
+    """README's main command: digits, >= 97% on the held-out split, fused model verified equal."""
+    start = time.perf_counter()
+    proc = subprocess.run([*PLAINNET, "demo", "--runs-dir", str(tmp_path)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = tmp_path.iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["final"]["val"]["acc"] >= 0.97
+    assert "fused output equals training form" in proc.stdout
+    fused = plainnet.load_model(run / "best_fused.pt")
+    assert plainnet.models.is_deployed(fused)
+    assert (run / "curves.png").is_file()
+    print(f"demo took {elapsed:.0f} s")
