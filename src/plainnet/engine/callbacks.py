@@ -63,9 +63,12 @@ class RunRecorder(L.Callback):
         if trainer.sanity_checking:
             return
         elapsed = time.perf_counter() - pl_module.epoch_start  # includes this epoch's validation
-        pl_module.log("train/img_s", pl_module.epoch_images * trainer.world_size / max(elapsed, 1e-6))
-        pl_module.log("train/epoch_time", elapsed)
-        pl_module.log("lr", trainer.optimizers[0].param_groups[-1]["lr"])
+        training = pl_module.train_seconds or elapsed
+        # Already global (images x processes) or the same on every process: logged once, from rank 0.
+        pl_module.log("train/img_s", pl_module.epoch_images * trainer.world_size / max(training, 1e-6),
+                      rank_zero_only=True)
+        pl_module.log("train/epoch_time", elapsed, rank_zero_only=True)
+        pl_module.log("lr", trainer.optimizers[0].param_groups[-1]["lr"], rank_zero_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if isinstance(v, torch.Tensor) and v.numel() == 1 and k != "img_s"}
         row = {"epoch": trainer.current_epoch, **metrics}

@@ -117,6 +117,7 @@ class ClassificationTask(L.LightningModule):
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
         self.epoch_start = 0.0
         self.epoch_images = 0  # images this process trained on in the current epoch
+        self.train_seconds: float | None = None  # the epoch's training time, before its validation
 
     # ------------------------------------------------------------------ the network being scored
     @property
@@ -132,7 +133,7 @@ class ClassificationTask(L.LightningModule):
         torch.manual_seed(self.seed * 1_000_003 + self.current_epoch)
         for name in self.frozen:  # frozen stages keep their BN statistics too
             self.model.get_submodule(name).eval()
-        self.epoch_start, self.epoch_images = time.perf_counter(), 0
+        self.epoch_start, self.epoch_images, self.train_seconds = time.perf_counter(), 0, None
 
     def _loss(self, logits, targets, x):
         if self._teacher:
@@ -164,6 +165,10 @@ class ClassificationTask(L.LightningModule):
             self.ema.update_parameters(self.model)
 
     # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.training and self.train_seconds is None:
+            self.train_seconds = time.perf_counter() - self.epoch_start
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.eval_model(x).float()

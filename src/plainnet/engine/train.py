@@ -276,11 +276,12 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
+    world, rank = _distributed_env()
     if resume is None:
         run_dir = _run_dir(cfg)
-        if (run_dir / "config.yaml").exists() and not os.environ.get("PLAINNET_RUN_DIR"):
+        # Only the first process checks: under torchrun the others may look after it has started writing.
+        if rank == 0 and (run_dir / "config.yaml").exists() and not os.environ.get("PLAINNET_RUN_DIR"):
             raise ConfigError(f"run directory {run_dir} already exists: pick another --train.name or --resume it")
-    world, rank = _distributed_env()
     os.environ["PLAINNET_RUN_DIR"] = str(run_dir)  # processes launched from here use the same directory
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir) if rank == 0 else None
