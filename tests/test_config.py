@@ -57,7 +57,7 @@ def test_auto_recipe_for_photos_on_cpu_and_gpu():
     facts = DataFacts(num_train=1722, num_classes=3, class_counts=(800, 800, 122), typical_side=256)
     cfg, notes = resolve(RunConfig(), facts, CPU)
     assert "auto" not in str(cfg)
-    assert cfg.model.name == "repvgg_a0" and cfg.data.image_size == 96 and cfg.model.small_input is False
+    assert cfg.model.name == "repvgg_a0" and cfg.data.image_size == 96 and cfg.model.output_stride == 32
     assert cfg.train.precision == "bf16" and cfg.train.channels_last is True
     assert cfg.data.balance == "loss"  # healthy is 7% of the potato leaves
     assert cfg.data.cache == "memory" and 10 <= cfg.train.epochs <= 60
@@ -71,7 +71,7 @@ def test_auto_recipe_for_photos_on_cpu_and_gpu():
 def test_auto_recipe_for_small_images_and_plain_vgg():
     digits = DataFacts(num_train=1438, num_classes=10, class_counts=(144,) * 10, typical_side=8)
     cfg, _ = resolve(RunConfig(), digits, CPU)
-    assert cfg.data.image_size == 16 and cfg.model.small_input is True and cfg.data.crop_ratio == 1.0
+    assert cfg.data.image_size == 16 and cfg.model.output_stride == 8 and cfg.data.crop_ratio == 1.0
     assert cfg.data.balance == "none"
     vgg, notes = resolve(apply_overrides(RunConfig(), {"model.name": "vgg16"}), digits, CPU)
     assert vgg.optim.lr == pytest.approx(0.01) and vgg.schedule.warmup_epochs >= 2

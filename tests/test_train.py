@@ -37,7 +37,7 @@ def potato_run(tmp_path_factory, datasets_dir):
     runs = tmp_path_factory.mktemp("runs")
     result = plainnet.train(data=str(data), model="repvgg_a0", epochs=10, overrides={
         **QUIET, "train.runs_dir": str(runs), "train.name": "potato", "data.image_size": "64",
-        "model.small_input": "false", "augment.preset": "rot", "data.cache_dir": str(runs / "cache")})
+        "model.output_stride": "32", "augment.preset": "rot", "data.cache_dir": str(runs / "cache")})
     return result
 
 
@@ -148,7 +148,7 @@ def test_finetune_distill_and_ema_from_a_trained_run(potato_run, tmp_path):
     student = plainnet.train(data="digits", model="repvgg_a0", epochs=1, overrides={
         **QUIET, "train.runs_dir": str(tmp_path), "train.name": "student",
         "model.pretrained": str(potato_run.best_checkpoint), "model.freeze_stages": "2",
-        "model.small_input": "false", "data.image_size": "64",
+        "model.output_stride": "32", "data.image_size": "64",
         "distill.teacher": str(teacher.run_dir), "train.ema": "0.9"})
     source = plainnet.load_model(potato_run.best_checkpoint)
     tuned = plainnet.load_model(student.best_checkpoint)
@@ -185,6 +185,7 @@ def test_torchvision_backbone_and_cifar_python_batches(tmp_path, datasets_dir):
     assert type(model).__name__ == "ResNet" and model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_plain_vgg_without_bn_converges(tmp_path):
     """The tutorials' VGG-16 without BN stalls at chance under SGD at a usual learning rate (0.1, no
     warm-up); the automatic recipe (lower rate, warm-up) makes it learn."""

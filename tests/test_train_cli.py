@@ -24,6 +24,7 @@ def metrics(run_dir):
     return list(csv.DictReader((run_dir / "metrics.csv").open()))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     args = [*FAST, "--epochs", "4", "--runs-dir", str(tmp_path)]
     subprocess.run([*PLAINNET, "train", *args, "--name", "straight"], check=True, capture_output=True)
@@ -101,6 +102,7 @@ def test_resume_of_a_non_run_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "not a plainnet run directory" in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):
     """README's main command: digits, >= 97% on the held-out split, fused model verified equal."""
     start = time.perf_counter()

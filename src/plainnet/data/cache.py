@@ -83,7 +83,7 @@ def decode_samples(
         manifest = json.loads(manifest_path.read_text())
         pixels = np.load(array_path, mmap_mode="r")
         if pixels.shape == (len(samples), side, side, 3):
-            log.info("using decoded-image cache %s (%d images)", array_path, len(samples))
+            log.debug("using decoded-image cache %s (%d images)", array_path, len(samples))
             return _result(pixels, samples, manifest["bad"], array_path)
     return _build(samples, side, array_path, manifest_path, threads)
 

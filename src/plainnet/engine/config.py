@@ -82,7 +82,8 @@ class ModelConfig:
     name: str = AUTO
     #: A local checkpoint (any dialect) to fine-tune from; the head is replaced for the class count.
     pretrained: str = ""
-    small_input: bool | str = AUTO
+    #: Total downsampling of plainnet models: 32 (photos), 16 or 8 (small images keep spatial detail).
+    output_stride: int | str = AUTO
     drop_rate: float | str = AUTO
     #: VGG head: classic, slim or gap.
     head: str = ""
@@ -125,6 +126,8 @@ class DistillConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int | str = AUTO
+    #: On a CPU, ``epochs: auto`` picks as many epochs as fit this many minutes (estimated from MACs).
+    budget_minutes: float = 5.0
     label_smoothing: float = 0.1
     #: EMA decay of the weights (0 disables); validation and exports then use the averaged weights.
     ema: float | str = AUTO

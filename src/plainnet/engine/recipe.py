@@ -1,7 +1,7 @@
 """Resolve every ``auto`` in a :class:`RunConfig` from the data and the machine, and say why.
 
 The defaults encode what was measured on a 2-core AVX-512 CPU (DESIGN.md): RepVGG-A0, decoded-once
-images at 96 px for photos (32 px for small images, with ``small_input``), bf16 autocast where the CPU
+images at 96 px for photos (small images at their size, with less downsampling), bf16 autocast where the CPU
 has native bf16, channels_last, SGD with Nesterov momentum on a one-cycle schedule, label smoothing, and
 a class-weighted loss when classes are imbalanced. On a GPU: 224 px and mixed precision.
 """
@@ -21,10 +21,23 @@ __all__ = ["DataFacts", "Machine", "detect_machine", "resolve", "cpu_supports_bf
 
 log = logging.getLogger(__name__)
 
-#: CPU training budget the automatic epoch count aims at (seconds).
-CPU_BUDGET_S = 8 * 60
-#: Measured training throughput of RepVGG-A0 (bf16, channels_last, 2 cores) at 96 px, img/s.
-CPU_A0_IMG_S_96 = 110.0
+#: Training rate in multiply-accumulates of the forward pass per second, per 2 cores, bf16 autocast +
+#: channels_last. Measured here: RepVGG-A0 at 96 px 280 img/s x 0.25 GMACs = 70; at 32 px stride 16,
+#: 370 x 0.12 = 44; stride 8, 156 x 0.49 = 76; 16 px stride 8, 500 x 0.12 = 61. fp32 is ~1.5x slower.
+CPU_TRAIN_MACS_PER_S = 60e9
+
+
+def _cpu_train_rate(m, image_size: int, num_classes: int, bf16: bool, cores: int) -> float:
+    """Estimated training images/s on this CPU, from the model's MACs at this size."""
+    from ..models import create_model, summarize
+
+    kwargs = {} if m.name.startswith(("torchvision.", "timm.")) else {"output_stride": int(m.output_stride)}
+    try:
+        with torch.device("meta"):
+            macs = summarize(create_model(m.name, num_classes=num_classes, **kwargs), image_size).macs
+    except Exception:  # an external model that cannot be built on the meta device: assume A0-like
+        macs = 0.25e9 * (image_size / 96) ** 2
+    return CPU_TRAIN_MACS_PER_S * (1.0 if bf16 else 1 / 1.5) * max(cores, 1) / 2 / max(macs, 1)
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,10 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
         size = 224 if gpu else 96
         why = "GPU" if gpu else "CPU budget: 96 px keeps ~99% of the accuracy at a fraction of 224 px cost"
     d = pick(d, "image_size", size, why)
-    m = pick(m, "small_input", bool(small or int(d.image_size) <= 64), "keep spatial detail on small inputs")
+    # The trunk's last feature map should stay >= 2x2: 16 px -> stride 8, 32 px -> 16, 64 px+ -> 32.
+    stride = min(32, max(8, 2 ** int(math.log2(max(int(d.image_size) // 2, 1)))))
+    m = pick(m, "output_stride", stride, f"{int(d.image_size) // stride}x{int(d.image_size) // stride} final "
+             "feature map")
     d = pick(d, "crop_ratio", 1.0 if small else 0.875, "no border to crop on tiny images" if small else "standard")
     a = pick(a, "preset", "crop", "random translation + horizontal flip")
     a = pick(a, "tta", "flips" if a.preset == "rot" else "hflip", "flip test-time augmentation")
@@ -135,9 +151,10 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
         if gpu:
             epochs, why = 30, "GPU default"
         else:
-            rate = CPU_A0_IMG_S_96 * (96 / int(d.image_size)) ** 2 * max(machine.cores, 1) / 2
-            epochs = int(min(100, max(5, CPU_BUDGET_S * rate / max(facts.num_train, 1))))
-            why = f"~{CPU_BUDGET_S // 60} min budget at ~{rate:.0f} img/s for {facts.num_train} images"
+            rate = _cpu_train_rate(m, int(d.image_size), facts.num_classes, t.precision == "bf16", machine.cores)
+            budget = float(t.budget_minutes) * 60
+            epochs = int(min(100, max(5, budget * rate / max(facts.num_train, 1))))
+            why = f"~{t.budget_minutes:g} min budget at ~{rate:.0f} img/s (estimated) for {facts.num_train} images"
         t = pick(t, "epochs", epochs, why)
     warm = (0.25 if s.name == "onecycle" else 0.05) * int(t.epochs)
     s = pick(s, "warmup_epochs", max(2.0 if plain_vgg else 0.0, round(warm, 2)), "gradual start")

@@ -131,7 +131,7 @@ def build_model(cfg: RunConfig, num_classes: int):
     m = cfg.model
     kwargs = {}
     if not m.name.startswith(("torchvision.", "timm.")):
-        kwargs = {"small_input": bool(m.small_input), "drop_rate": float(m.drop_rate)}
+        kwargs = {"output_stride": int(m.output_stride), "drop_rate": float(m.drop_rate)}
         if m.head:
             kwargs["head"] = m.head
     model = create_model(m.name, num_classes=num_classes, **kwargs)

@@ -18,7 +18,7 @@ from ..layers import RepVGGBlock
 from .base import FeatureInfo, PlainClassifier
 from .registry import register_model
 
-__all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS"]
+__all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS", "skipped_downsamplings"]
 
 # Layers counted globally (stage0 = 0, then every block of stages 1-4); these use grouped convs
 # in the g2/g4 variants.
@@ -56,8 +56,9 @@ REPVGG_CFGS: dict[str, RepVGGConfig] = {
 class RepVGG(PlainClassifier):
     """RepVGG: stage0 (one stride-2 block), four stages whose first block has stride 2, GAP, Linear.
 
-    ``small_input=True`` (32-64 px images) makes stage0 and stage1 stride 1, so the trunk's stride
-    is 8 and a 32 px image ends at 4x4 instead of 1x1.
+    ``output_stride`` (32, 16 or 8) is the trunk's total downsampling: 16 makes stage0 stride 1, 8 also
+    stage1, so small images keep spatial detail (a 32 px image ends at 2x2 or 4x4 instead of 1x1).
+    ``small_input=True`` (32-64 px images) is shorthand for ``output_stride=8``.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class RepVGG(PlainClassifier):
         in_chans: int = 3,
         *,
         small_input: bool = False,
+        output_stride: int | None = None,
         drop_rate: float = 0.0,
         deploy: bool = False,
         norm_layer=nn.BatchNorm2d,
@@ -76,7 +78,8 @@ class RepVGG(PlainClassifier):
         self.cfg, self.num_classes = cfg, num_classes
         a, b = cfg.widths[0], cfg.widths[3]
         widths = [min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b)]
-        strides = [1, 1, 2, 2, 2] if small_input else [2, 2, 2, 2, 2]
+        skipped = skipped_downsamplings(small_input, output_stride)
+        strides = [1 if i < skipped else 2 for i in range(5)]
         block = dict(use_se=cfg.use_se, deploy=deploy, norm_layer=norm_layer, act_layer=act_layer)
 
         self.stage0 = RepVGGBlock(in_chans, widths[0], strides[0], **block)
@@ -108,6 +111,14 @@ class RepVGG(PlainClassifier):
     @property
     def _classifier_in_features(self) -> int:
         return self.num_features
+
+
+def skipped_downsamplings(small_input: bool, output_stride: int | None) -> int:
+    """How many of the five stride-2 steps to drop: 0 (stride 32), 1 (16) or 2 (8)."""
+    stride = output_stride or (8 if small_input else 32)
+    if stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {stride}")
+    return {32: 0, 16: 1, 8: 2}[stride]
 
 
 def _build(cfg: RepVGGConfig):

@@ -9,8 +9,9 @@ names and order match torchvision (``features.N``, ``avgpool``, ``classifier.N``
 state dicts load strictly with the default classic head and parameter counts are identical.
 
 Heads (``head=``): ``classic`` (4096-4096, dropout), ``slim`` (1024-256, dropout), ``gap`` (global
-average pool + one Linear). ``small_input=True`` removes the first two max-pools (stride 8 instead of
-32, so 32 px input ends at 4x4) and pools to 1x1 before a classic or slim head.
+average pool + one Linear). ``output_stride=16`` removes the first max-pool, ``8`` (or
+``small_input=True``) the first two, so 32 px input ends at 2x2 or 4x4 instead of 1x1; such models pool
+to 1x1 before a classic or slim head.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from ..layers import DepthwiseSeparableConv, Reparameterizable, fold_conv_bn_sequence
 from .base import FeatureInfo, PlainClassifier
 from .registry import register_model
+from .repvgg import skipped_downsamplings
 
 __all__ = ["VGG", "VGGConfig", "VGG_LAYERS"]
 
@@ -57,6 +59,7 @@ class VGG(PlainClassifier, Reparameterizable):
         head: str = "classic",
         drop_rate: float = 0.5,
         small_input: bool = False,
+        output_stride: int | None = None,
         deploy: bool = False,
         norm_layer=nn.BatchNorm2d,
         act_layer=partial(nn.ReLU, inplace=True),
@@ -69,10 +72,11 @@ class VGG(PlainClassifier, Reparameterizable):
         layers: list[nn.Module] = []
         self._stage_ends: list[int] = []
         self.feature_info = []
+        skipped = skipped_downsamplings(small_input, output_stride)
         chs, reduction, pools_seen, first_conv = in_chans, 1, 0, True
         for v in VGG_LAYERS[cfg.depth]:
             if v == M:
-                skip = small_input and pools_seen < 2
+                skip = pools_seen < skipped
                 layers.append(nn.Identity() if skip else nn.MaxPool2d(2, 2))
                 pools_seen += 1
                 reduction *= 1 if skip else 2
@@ -93,7 +97,7 @@ class VGG(PlainClassifier, Reparameterizable):
         self.features = nn.Sequential(*layers)
         self.num_features = chs
 
-        pool = 1 if head == "gap" or small_input else 7
+        pool = 1 if head == "gap" or skipped else 7
         self.avgpool = nn.AdaptiveAvgPool2d(pool)
         head_layers: list[nn.Module] = []
         width = chs * pool * pool
