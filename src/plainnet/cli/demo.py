@@ -29,7 +29,7 @@ def demo_command(
     from .. import load_model, reparameterize, save_checkpoint, summarize, verify_equivalence
     from ..data.datamodule import ImageDataModule, Preprocess
     from ..engine.train import load_data, train
-    from ..evaluation.metrics import evaluate_datamodule
+    from ..engine.scoring import score_datamodule
 
     quiet_lightning(verbose)
     t0 = time.perf_counter()
@@ -50,8 +50,8 @@ def demo_command(
     images, _ = dm.eval_tensors("val")
     x = dm.process(images, training=False)
     eq = verify_equivalence(best, fused, x)
-    scores = evaluate_datamodule(best, dm, "val")
-    fused_scores = evaluate_datamodule(fused, dm, "val")
+    scores = score_datamodule(best, dm, "val")
+    fused_scores = score_datamodule(fused, dm, "val")
     save_checkpoint(fused, result.run_dir / "best_fused.pt", **{k: v for k, v in torch.load(
         result.best_checkpoint, weights_only=True).items() if k in ("classes", "preprocess", "config")})
 

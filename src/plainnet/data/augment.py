@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GeometricAugment", "PRESETS", "center_crop", "normalize", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["GeometricAugment", "PRESETS", "TTA_MODES", "tta_views", "center_crop", "normalize",
+           "resize_center_crop", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,3 +116,30 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
+
+
+TTA_MODES = ("none", "hflip", "flips")
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """Test-time views of a batch: itself, plus mirrored copies (``hflip``: left-right; ``flips``:
+    left-right, up-down and both, for images with no preferred orientation)."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {mode!r}")
+    views = [x]
+    if mode in ("hflip", "flips"):
+        views.append(x.flip(-1))
+    if mode == "flips":
+        views += [x.flip(-2), x.flip(-1).flip(-2)]
+    return views
+
+
+def resize_center_crop(images: torch.Tensor, side: int) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)``: shorter side resized to ``side`` (antialiased), then center-cropped square."""
+    h, w = images.shape[-2:]
+    if (h, w) == (side, side):
+        return images
+    scale = side / min(h, w)
+    size = (max(side, round(h * scale)), max(side, round(w * scale)))
+    out = F.interpolate(images.float(), size=size, mode="bilinear", antialias=scale < 1, align_corners=False)
+    return center_crop(out.round().clamp(0, 255).to(torch.uint8), side).contiguous()

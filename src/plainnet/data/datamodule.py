@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from .augment import IMAGENET_MEAN, IMAGENET_STD, PRESETS, center_crop, normalize
+from .augment import PRESETS, center_crop, normalize, resize_center_crop
 from .cifar import ArrayDataset
 from .folder import Sample, Splits
 
@@ -194,7 +194,7 @@ class ImageDataModule(L.LightningDataModule):
                                         ("val", (src.test_images, src.test_labels))):
             images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
             if images.shape[-1] != self.side or images.shape[-2] != self.side:
-                images = _resize_uint8(images, self.side)
+                images = resize_center_crop(images, self.side)
             self._tensors[split] = (images, torch.as_tensor(labels, dtype=torch.int64))
         self._check_nonempty()
 
@@ -372,14 +372,3 @@ class ImageDataModule(L.LightningDataModule):
 
         eraser = v2.RandomErasing(p=self.augment.random_erasing, value=0)
         return torch.stack([eraser(img) for img in x])
-
-
-def _resize_uint8(images: torch.Tensor, side: int) -> torch.Tensor:
-    """Resize the shorter side to ``side`` and center-crop (one-off, for in-memory arrays)."""
-    import torch.nn.functional as F
-
-    h, w = images.shape[-2:]
-    scale = side / min(h, w)
-    size = (max(side, round(h * scale)), max(side, round(w * scale)))
-    out = F.interpolate(images.float(), size=size, mode="bilinear", antialias=scale < 1, align_corners=False)
-    return center_crop(out.round().clamp(0, 255).to(torch.uint8), side).contiguous()

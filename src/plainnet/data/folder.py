@@ -207,7 +207,9 @@ def _suffix_list() -> str:
     return " ".join(sorted(IMAGE_EXTENSIONS))
 
 
-def scan_class_folders(root: str | os.PathLike) -> tuple[tuple[str, ...], tuple[Sample, ...]]:
+def scan_class_folders(
+    root: str | os.PathLike, min_classes: int = 2
+) -> tuple[tuple[str, ...], tuple[Sample, ...]]:
     """The classes (sub-folders of ``root``, sorted by name) and every image inside them, recursively.
 
     Samples are sorted by path relative to ``root``, so the result never depends on the order the file
@@ -215,9 +217,10 @@ def scan_class_folders(root: str | os.PathLike) -> tuple[tuple[str, ...], tuple[
 
     Raises:
         DataError: ``root`` is missing or not a folder, has no class sub-folders, a class folder holds
-            no images (all such folders are named), or there is only one class.
+            no images (all such folders are named), or there are fewer than ``min_classes`` classes
+            (2 for training; evaluating a single class's images is legitimate).
     """
-    return _scan(root, min_classes=2)
+    return _scan(root, min_classes=min_classes)
 
 
 def detect_layout(root: str | os.PathLike) -> str:

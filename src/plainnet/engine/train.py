@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..data.folder import Splits
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from .config import AUTO, RunConfig, apply_overrides, config_from_dict, load_config, save_config
 
 __all__ = ["TrainResult", "train", "load_data", "data_facts"]
@@ -48,24 +48,11 @@ class TrainResult:
 
 
 def load_data(cfg: RunConfig):
-    """The dataset named by ``cfg.data.path``: ``digits``, CIFAR-10 python batches, or image folders."""
-    from ..data.folder import detect_layout, load_splits
+    """The dataset named by ``cfg.data.path`` (see :func:`plainnet.data.sources.load_source`)."""
+    from ..data.sources import load_source
 
-    path = cfg.data.path
-    if not path:
-        raise ConfigError("no data given: pass --data DIR (a folder with one sub-folder per class)")
-    if path == "digits":
-        from ..data.digits import load_digits_arrays
-
-        return load_digits_arrays(test_fraction=cfg.data.val_fraction, seed=cfg.data.seed)
-    if not Path(path).exists():
-        raise DataError(f"data folder not found: {path}")
-    if detect_layout(path) == "cifar-batches":
-        from ..data.cifar import load_cifar_batches
-
-        return load_cifar_batches(path)
-    return load_splits(path, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
-                       seed=cfg.data.seed)
+    d = cfg.data
+    return load_source(d.path, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed)
 
 
 def data_facts(source):
@@ -298,8 +285,8 @@ def train(
 def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float, machine) -> TrainResult:
     from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
     from ..data.datamodule import ImageDataModule, Preprocess
-    from ..evaluation.metrics import evaluate_datamodule
     from .callbacks import RunRecorder
+    from .scoring import score_datamodule
     from .task import ClassificationTask
 
     d = cfg.data
@@ -350,7 +337,7 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
         best = load_model(run_dir / "best.pt")
         for split in ("val", "test"):
             if dm.has_split(split):
-                final[split] = evaluate_datamodule(best, dm, split, tta=cfg.augment.tta)
+                final[split] = score_datamodule(best, dm, split, tta=cfg.augment.tta)
         (run_dir / "results.json").write_text(json.dumps({
             "best_epoch": recorder.best_epoch, "best_metric": recorder.best, "monitor": cfg.train.monitor,
             "epochs_run": len(recorder.history), "seconds": time.perf_counter() - t0, "final": final,

@@ -1,60 +1,77 @@
-"""Scoring a model on labelled images: logits with optional test-time augmentation, and metrics
-computed with torchmetrics."""
+"""Classification metrics (torchmetrics) and test-time augmentation.
+
+Test-time augmentation averages class probabilities over views: mirrored copies (``hflip``/``flips``)
+and, as in the VGG paper's multi-scale evaluation (Simonyan & Zisserman, arXiv:1409.1556, Sec. 3.2),
+the same crop rescaled to several sizes -- plain nets with global pooling accept any input size.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
-from torch import nn
-from torchmetrics.functional.classification import multiclass_accuracy
+import torch.nn.functional as F
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
 
-__all__ = ["TTA_MODES", "tta_views", "predict_probs", "evaluate_datamodule"]
+from ..data.augment import tta_views
 
-TTA_MODES = ("none", "hflip", "flips")
+__all__ = ["predict_probs", "classification_metrics", "parse_scales"]
 
 
-def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """The test-time views of a batch: itself, plus mirrored copies (``hflip``: left-right;
-    ``flips``: left-right, up-down and both)."""
-    if mode not in TTA_MODES:
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {mode!r}")
-    views = [x]
-    if mode in ("hflip", "flips"):
-        views.append(x.flip(-1))
-    if mode == "flips":
-        views += [x.flip(-2), x.flip(-1).flip(-2)]
-    return views
+def parse_scales(text: str | Sequence[float] | None) -> tuple[float, ...]:
+    """``"0.875,1,1.143"`` -> ``(0.875, 1.0, 1.143)``; empty means the single scale 1."""
+    if not text:
+        return (1.0,)
+    values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    if any(not 0.25 <= v <= 4 for v in values):
+        raise ValueError(f"scales must lie in [0.25, 4], got {values}")
+    return tuple(values)
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, batches: Iterable[torch.Tensor], tta: str = "none") -> torch.Tensor:
-    """Softmax probabilities for preprocessed batches, averaged over the TTA views."""
-    model.eval()
-    device = next(model.parameters()).device
+def predict_probs(model: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor], *,
+                  tta: str = "none", scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Softmax probabilities of preprocessed batches, averaged over mirrored views and scales."""
     out = []
     for x in batches:
-        x = x.to(device)
-        views = tta_views(x, tta)
-        probs = sum(model(v).float().softmax(1) for v in views) / len(views)
-        out.append(probs.cpu())
+        total, n = 0.0, 0
+        for s in scales:
+            xs = x if s == 1.0 else F.interpolate(
+                x, scale_factor=s, mode="bilinear", antialias=s < 1, align_corners=False)
+            for view in tta_views(xs, tta):
+                total = total + model(view).float().softmax(1)
+                n += 1
+        out.append(total / n)
     return torch.cat(out)
 
 
-def evaluate_datamodule(model: nn.Module, dm, split: str, *, tta: str = "none", batch_size: int = 128) -> dict:
-    """Accuracy and balanced accuracy of ``model`` on a split of an in-memory data module, single view
-    and (when ``tta`` is not ``none``) with test-time augmentation."""
-    images, labels = dm.eval_tensors(split)
-    batches = (dm.process(images[i : i + batch_size], training=False) for i in range(0, len(labels), batch_size))
-    n_cls = len(dm.classes)
-    result = {"images": len(labels)}
-    probs = predict_probs(model, batches, "none")
-    result["acc"] = multiclass_accuracy(probs, labels, n_cls, average="micro").item()
-    result["balanced_acc"] = multiclass_accuracy(probs, labels, n_cls, average="macro").item()
-    if tta != "none":
-        batches = (dm.process(images[i : i + batch_size], training=False)
-                   for i in range(0, len(labels), batch_size))
-        probs = predict_probs(model, batches, tta)
-        result[f"acc_{tta}"] = multiclass_accuracy(probs, labels, n_cls, average="micro").item()
-        result[f"balanced_acc_{tta}"] = multiclass_accuracy(probs, labels, n_cls, average="macro").item()
-    return result
+def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> dict:
+    """Top-1/top-k accuracy, loss, balanced accuracy, macro-F1, calibration error (ECE, 15 bins),
+    per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted)."""
+    n = len(classes)
+    k = min(5, n)
+    probs = probs.float().clamp_min(1e-12)
+    per_class = {
+        "precision": multiclass_precision(probs, labels, n, average=None).tolist(),
+        "recall": multiclass_recall(probs, labels, n, average=None).tolist(),
+        "f1": multiclass_f1_score(probs, labels, n, average=None).tolist(),
+        "support": torch.bincount(labels, minlength=n).tolist(),
+    }
+    return {
+        "images": len(labels),
+        "top1": multiclass_accuracy(probs, labels, n, average="micro").item(),
+        f"top{k}": multiclass_accuracy(probs, labels, n, average="micro", top_k=k).item(),
+        "loss": F.nll_loss(probs.log(), labels).item(),
+        "balanced_accuracy": multiclass_accuracy(probs, labels, n, average="macro").item(),
+        "macro_f1": multiclass_f1_score(probs, labels, n, average="macro").item(),
+        "ece": multiclass_calibration_error(probs, labels, n, n_bins=15, norm="l1").item(),
+        "per_class": [{"class": c, **{key: per_class[key][i] for key in per_class}} for i, c in enumerate(classes)],
+        "confusion": multiclass_confusion_matrix(probs, labels, n).tolist(),
+    }

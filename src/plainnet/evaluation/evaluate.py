@@ -1,0 +1,255 @@
+"""``plainnet eval``: score a saved model on labelled images and write what a person needs to look at.
+
+Writes into the output directory: ``metrics.json`` (overall, per class, test-time-augmentation gains),
+``per_class.csv``, ``confusion.csv`` and ``confusion.png``, ``predictions.csv`` (one row per image),
+``misclassified.png`` (a grid with true / predicted labels and confidence) and ``gradcam.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.augment import resize_center_crop
+from ..data.cifar import ArrayDataset
+from ..data.folder import Sample, Splits, load_splits, scan_class_folders
+from ..errors import DataError
+from .inference import InferenceModel, load_inference_model
+from .metrics import classification_metrics, parse_scales, predict_probs
+
+__all__ = ["EvalData", "EvalResult", "load_eval_data", "evaluate", "explain_images"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalData:
+    """Labelled images at the model's stored size: uint8 ``(N, 3, side, side)``, labels in the model's
+    class order, and a name per image (file path, or ``#index`` for in-memory datasets)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+    description: str
+    bad_files: list[tuple[str, str]]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    out_dir: Path
+    probs: torch.Tensor
+    data: EvalData
+
+
+def _run_config(model: InferenceModel) -> dict | None:
+    import yaml
+
+    run = model.run_dir
+    return yaml.safe_load((run / "config.yaml").read_text()) if run else None
+
+
+def _map_labels(found: tuple[str, ...], model_classes: list[str]) -> dict[int, int]:
+    unknown = [c for c in found if c not in model_classes]
+    if unknown:
+        raise DataError(f"class folder(s) the model does not know: {', '.join(unknown)} "
+                        f"(model classes: {', '.join(model_classes)})")
+    return {i: model_classes.index(c) for i, c in enumerate(found)}
+
+
+def _decode(samples: tuple[Sample, ...], side: int, cache_dir: str | None) -> tuple[torch.Tensor, torch.Tensor, list, list]:
+    from ..data.cache import decode_samples
+
+    decoded = decode_samples(samples, side, cache_dir=cache_dir or None)
+    images, labels = decoded.tensors()
+    names = [str(s.path) for s, ok in zip(samples, decoded.ok) if ok]
+    return images, labels, names, decoded.bad
+
+
+def load_eval_data(model: InferenceModel, data: str | None = None, split: str = "val",
+                   cache_dir: str | None = None) -> EvalData:
+    """The labelled images to score.
+
+    Without ``data``, the model's own run directory says where its data is and which images were held
+    out (``split.json``). With ``data``: the recorded split when it is the same dataset, the ``val``/``test``
+    folder of an explicit layout, or (``split="all"``, or a folder the model never saw) every image
+    under it. Class folders are matched to the model's classes by name.
+    """
+    side = model.preprocess.resize_to
+    config = _run_config(model)
+    if data is None:
+        if config is None:
+            raise DataError("no --data given and the model is not inside a run directory: pass --data DIR")
+        data = config["data"]["path"]
+    if data == "digits" or (Path(data).is_dir() and _is_cifar(data)):
+        return _array_eval_data(model, data, config, split)
+    root = Path(data).resolve()
+    run = model.run_dir
+    if split != "all" and run and (run / "split.json").is_file():
+        record = json.loads((run / "split.json").read_text())
+        if Path(record["root"]).resolve() == root:
+            splits = Splits.from_json(record)
+            samples = getattr(splits, split if split in ("val", "test") else "val")
+            if not samples:
+                raise DataError(f"the run's split has no {split} images")
+            images, labels, names, bad = _decode(samples, side, cache_dir)
+            labels = torch.tensor([_map_labels(splits.classes, model.classes)[int(y)] for y in labels])
+            return EvalData(images, labels, names, f"{root} ({split} split of the run)", bad)
+    from ..data.folder import detect_layout
+
+    if split != "all" and detect_layout(root) == "explicit":
+        splits = load_splits(root)
+        samples = splits.test if split == "test" and splits.test else splits.val
+        classes, description = splits.classes, f"{root} ({'test' if samples is splits.test else 'val'} folder)"
+    else:
+        classes, samples = scan_class_folders(root, min_classes=1)
+        description = f"{root} (all images)"
+    images, labels, names, bad = _decode(samples, side, cache_dir)
+    mapping = _map_labels(classes, model.classes)
+    labels = torch.tensor([mapping[int(y)] for y in labels], dtype=torch.int64)
+    return EvalData(images, labels, names, description, bad)
+
+
+def _is_cifar(path: str) -> bool:
+    from ..data.folder import detect_layout
+
+    return detect_layout(path) == "cifar-batches"
+
+
+def _array_eval_data(model: InferenceModel, data: str, config: dict | None, split: str) -> EvalData:
+    from ..data.sources import load_source
+
+    d = (config or {}).get("data", {})
+    source: ArrayDataset = load_source(data, val_fraction=d.get("val_fraction", 0.2), seed=d.get("seed", 0))
+    if split == "all":
+        pixels = np.concatenate([source.train_images, source.test_images])
+        labels = np.concatenate([source.train_labels, source.test_labels])
+    else:
+        pixels, labels = source.test_images, source.test_labels
+    mapping = _map_labels(source.classes, model.classes)
+    images = resize_center_crop(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2),
+                                model.preprocess.resize_to)
+    return EvalData(images, torch.tensor([mapping[int(y)] for y in labels]), [f"#{i}" for i in range(len(labels))],
+                    f"{data} ({'all' if split == 'all' else 'held-out'} images)", [])
+
+
+def _batches(model: InferenceModel, images: torch.Tensor, batch_size: int):
+    for i in range(0, len(images), batch_size):
+        yield model.prepare(images[i : i + batch_size])
+
+
+def _hwc(model: InferenceModel, image: torch.Tensor) -> np.ndarray:
+    from ..data.augment import center_crop
+
+    return center_crop(image, model.preprocess.image_size).permute(1, 2, 0).numpy()
+
+
+def explain_images(model: InferenceModel, images: torch.Tensor, target: torch.Tensor | None = None) -> list[np.ndarray]:
+    """Grad-CAM overlays (uint8 HxWx3) for stored-size uint8 images; needs a PyTorch model."""
+    from .gradcam import grad_cam
+    from .plots import cam_overlay
+
+    if model.module is None:
+        raise DataError("Grad-CAM needs the PyTorch model (a checkpoint), not an ONNX file")
+    cams, _ = grad_cam(model.module, model.prepare(images).to(model.device), target)
+    return [cam_overlay(_hwc(model, img), cam.numpy()) for img, cam in zip(images, cams)]
+
+
+def evaluate(model_path: str | Path, data: str | None = None, *, split: str = "val", tta: str = "none",
+             scales: str | tuple[float, ...] | None = None, out_dir: str | Path | None = None,
+             batch_size: int = 64, max_examples: int = 24, cache_dir: str | None = None) -> EvalResult:
+    """Score a saved model on labelled images and write metrics, tables and figures.
+
+    Args:
+        model_path: a run directory, a checkpoint (training or fused form) or an ONNX export.
+        data: the labelled images (see :func:`load_eval_data`); default: the run's held-out split.
+        split: ``val``, ``test`` or ``all``.
+        tta: ``none``, ``hflip`` or ``flips``; with ``scales`` (e.g. ``"0.875,1,1.143"``), the gain
+            of each over the single centre crop is reported.
+        out_dir: where to write (default ``RUN_DIR/eval-<split>`` or ``eval-<model name>``).
+    """
+    from .plots import plot_confusion, plot_image_grid
+
+    model = load_inference_model(model_path)
+    ev = load_eval_data(model, data, split, cache_dir)
+    if len(ev.labels) == 0:
+        raise DataError("no readable labelled images to evaluate")
+    if ev.bad_files:
+        log.warning("skipped %d unreadable image(s): %s", len(ev.bad_files),
+                    "; ".join(f"{p} ({r})" for p, r in ev.bad_files[:10]))
+    out = Path(out_dir) if out_dir else (model.run_dir or Path.cwd()) / (
+        f"eval-{split}" if model.run_dir else f"eval-{model.source.stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    scale_list = parse_scales(scales)
+
+    probs = predict_probs(model, _batches(model, ev.images, batch_size))
+    metrics = classification_metrics(probs, ev.labels, model.classes)
+    candidates = []
+    if tta != "none":
+        candidates.append((tta, tta, (1.0,)))
+    if scale_list != (1.0,):
+        if model.form == "onnx":
+            log.warning("skipping multi-scale evaluation: an ONNX export has a fixed input size")
+        else:
+            candidates.append(("multi-scale", "none", scale_list))
+            if tta != "none":
+                candidates.append((f"{tta}+multi-scale", tta, scale_list))
+    variants = {}
+    for name, mode, sc in candidates:
+        p = predict_probs(model, _batches(model, ev.images, batch_size), tta=mode, scales=sc)
+        top1 = classification_metrics(p, ev.labels, model.classes)["top1"]
+        variants[name] = {"tta": mode, "scales": list(sc), "top1": top1, "gain": top1 - metrics["top1"]}
+    metrics["test_time_augmentation"] = variants
+    metrics["model"] = {"source": str(model.source), "form": model.form}
+    metrics["data"] = ev.description
+    metrics["bad_files"] = ev.bad_files
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    with (out / "per_class.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
+        w.writeheader()
+        w.writerows(metrics["per_class"])
+    with (out / "confusion.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true \\ predicted", *model.classes])
+        for cls, row in zip(model.classes, metrics["confusion"]):
+            w.writerow([cls, *row])
+    conf, pred = probs.max(1)
+    with (out / "predictions.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "true", "predicted", "confidence", "correct"])
+        for name, y, p, c in zip(ev.names, ev.labels.tolist(), pred.tolist(), conf.tolist()):
+            w.writerow([name, model.classes[y], model.classes[p], f"{c:.4f}", int(y == p)])
+    plot_confusion(metrics["confusion"], model.classes, out / "confusion.png")
+
+    wrong = torch.nonzero(pred != ev.labels).flatten()
+    wrong = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
+    plot_image_grid([_hwc(model, ev.images[i]) for i in wrong],
+                    [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
+                     for i in wrong], out / "misclassified.png",
+                    title=f"misclassified: {len(torch.nonzero(pred != ev.labels))} of {len(pred)}")
+    if model.module is not None:
+        picks = _cam_picks(ev.labels, pred, wrong, 12)
+        overlays = explain_images(model, ev.images[picks])
+        plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"
+                                   for i in picks], out / "gradcam.png", title="Grad-CAM (predicted class)",
+                        colors=["black" if pred[i] == ev.labels[i] else "crimson" for i in picks])
+    log.info("evaluated %d images from %s: top-1 %.4f -> %s", len(ev.labels), ev.description, metrics["top1"], out)
+    return EvalResult(metrics=metrics, out_dir=out, probs=probs, data=ev)
+
+
+def _cam_picks(labels: torch.Tensor, pred: torch.Tensor, wrong: torch.Tensor, n: int) -> torch.Tensor:
+    """Up to ``n`` images: one correct example per class first, then mistakes."""
+    picks: list[int] = []
+    for c in labels.unique().tolist():
+        hits = torch.nonzero((labels == c) & (pred == c)).flatten()
+        if len(hits):
+            picks.append(int(hits[0]))
+    picks += [int(i) for i in wrong if int(i) not in picks]
+    return torch.tensor(picks[:n], dtype=torch.int64)
