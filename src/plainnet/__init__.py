@@ -23,6 +23,9 @@ _EXPORTS = {
     "verify_equivalence": "plainnet.deploy.reparam",
     "PlainnetError": "plainnet.errors",
     "train": "plainnet.engine.train",
+    "evaluate": "plainnet.evaluation.evaluate",
+    "build_report": "plainnet.evaluation.report",
+    "load_inference_model": "plainnet.evaluation.inference",
     "RunConfig": "plainnet.engine.config",
 }
 
@@ -46,6 +49,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .deploy.reparam import reparameterize, verify_equivalence
     from .engine.config import RunConfig
     from .engine.train import train
+    from .evaluation.evaluate import evaluate
+    from .evaluation.inference import load_inference_model
+    from .evaluation.report import build_report
     from .errors import PlainnetError
     from .models import (
         FeatureExtractor,

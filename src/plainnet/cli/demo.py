@@ -65,5 +65,9 @@ def demo_command(
     table.add_row(f"MMACs per {x.shape[-1]} px image", f"{before.macs / 1e6:.1f}", f"{after.macs / 1e6:.1f}")
     console.print(table)
     console.print(f"fused output equals training form: {eq}")
-    console.print(f"run directory: [bold]{result.run_dir}[/] (curves.png, metrics.csv, best.pt, best_fused.pt)")
+    from .train import write_report
+
+    write_report(result.run_dir)
+    console.print(f"run directory: [bold]{result.run_dir}[/] (report.html, curves.png, metrics.csv, best.pt, "
+                  "best_fused.pt)")
     console.print(f"total time {time.perf_counter() - t0:.0f} s")

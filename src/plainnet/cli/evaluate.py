@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 def eval_command(
     model: Path = typer.Argument(..., help="Run directory, checkpoint (training or fused) or ONNX file."),
     data: str = typer.Option(None, "--data", "-d", help="Labelled images (default: the run's held-out split)."),
-    split: str = typer.Option("val", "--split", help="val, test, or all (every image under --data)."),
+    split: str = typer.Option(None, "--split", help="val, test, or all (every image under --data). Default: "
+                              "the held-out split of the model's own data, all images of other folders."),
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, hflip, flips."),
     scales: str = typer.Option("", "--scales", help="Multi-scale evaluation, e.g. 0.875,1,1.143."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default RUN_DIR/eval-SPLIT)."),
@@ -28,7 +29,7 @@ def eval_command(
     from ..evaluation.evaluate import evaluate
     from ._common import fail
 
-    if split not in ("val", "test", "all"):
+    if split not in (None, "val", "test", "all"):
         fail(f"--split must be val, test or all, not {split!r}")
     if tta not in ("none", "hflip", "flips"):
         fail(f"--tta must be none, hflip or flips, not {tta!r}")

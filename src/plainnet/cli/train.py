@@ -52,6 +52,19 @@ def train_command(
     result = train(config, overrides=overrides, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print_result(result)
+        write_report(result.run_dir)
+
+
+def write_report(run_dir) -> None:
+    """The run's HTML report; a problem there is a warning, never a failed training run."""
+    import logging
+
+    from ..evaluation.report import build_report
+
+    try:
+        console.print(f"report: [bold]{build_report(run_dir)}[/]")
+    except Exception as e:  # noqa: BLE001
+        logging.getLogger("plainnet").warning("could not write report.html: %s", e)
 
 
 def print_result(result) -> None:

@@ -49,10 +49,11 @@ class EvalResult:
 
 
 def _run_config(model: InferenceModel) -> dict | None:
+    """The training config: from the run directory around the model, else saved inside the checkpoint."""
     import yaml
 
     run = model.run_dir
-    return yaml.safe_load((run / "config.yaml").read_text()) if run else None
+    return yaml.safe_load((run / "config.yaml").read_text()) if run else model.config
 
 
 def _map_labels(found: tuple[str, ...], model_classes: list[str]) -> dict[int, int]:
@@ -72,48 +73,62 @@ def _decode(samples: tuple[Sample, ...], side: int, cache_dir: str | None) -> tu
     return images, labels, names, decoded.bad
 
 
-def load_eval_data(model: InferenceModel, data: str | None = None, split: str = "val",
+def load_eval_data(model: InferenceModel, data: str | None = None, split: str | None = None,
                    cache_dir: str | None = None) -> EvalData:
     """The labelled images to score.
 
-    Without ``data``, the model's own run directory says where its data is and which images were held
-    out (``split.json``). With ``data``: the recorded split when it is the same dataset, the ``val``/``test``
-    folder of an explicit layout, or (``split="all"``, or a folder the model never saw) every image
-    under it. Class folders are matched to the model's classes by name.
+    ``split`` ``None`` (automatic): the held-out split when ``data`` is the model's own training data
+    (the default without ``data``; the run's ``split.json``, or the same seeded split re-created from the
+    config saved in the checkpoint), the ``val`` folder of a ``train/``+``val/`` layout, and otherwise
+    every image under ``data``. ``val``/``test`` ask for that split explicitly, ``all`` for every image.
+    Class folders are matched to the model's classes by name.
     """
     side = model.preprocess.resize_to
     config = _run_config(model)
+    trained_on = (config or {}).get("data", {}).get("path")
     if data is None:
-        if config is None:
-            raise DataError("no --data given and the model is not inside a run directory: pass --data DIR")
-        data = config["data"]["path"]
+        if not trained_on:
+            raise DataError("no --data given and the model does not record its training data: pass --data DIR")
+        data = trained_on
     if data == "digits" or (Path(data).is_dir() and _is_cifar(data)):
-        return _array_eval_data(model, data, config, split)
-    root = Path(data).resolve()
-    run = model.run_dir
-    if split != "all" and run and (run / "split.json").is_file():
-        record = json.loads((run / "split.json").read_text())
-        if Path(record["root"]).resolve() == root:
-            splits = Splits.from_json(record)
-            samples = getattr(splits, split if split in ("val", "test") else "val")
-            if not samples:
-                raise DataError(f"the run's split has no {split} images")
-            images, labels, names, bad = _decode(samples, side, cache_dir)
-            labels = torch.tensor([_map_labels(splits.classes, model.classes)[int(y)] for y in labels])
-            return EvalData(images, labels, names, f"{root} ({split} split of the run)", bad)
+        return _array_eval_data(model, data, config, split or "val")
     from ..data.folder import detect_layout
 
-    if split != "all" and detect_layout(root) == "explicit":
-        splits = load_splits(root)
-        samples = splits.test if split == "test" and splits.test else splits.val
-        classes, description = splits.classes, f"{root} ({'test' if samples is splits.test else 'val'} folder)"
-    else:
+    root = Path(data).resolve()
+    own_data = bool(trained_on) and trained_on != "digits" and Path(trained_on).resolve() == root
+    layout = detect_layout(root)
+    if split == "all" or (split is None and not own_data and layout == "class-folders"):
         classes, samples = scan_class_folders(root, min_classes=1)
         description = f"{root} (all images)"
+    elif layout == "explicit":
+        splits = load_splits(root)
+        samples = splits.test if split == "test" and splits.test else splits.val
+        classes = splits.classes
+        description = f"{root} ({'test' if samples is splits.test else 'val'} folder)"
+    else:
+        splits = _recorded_split(model, root, config)
+        which = split or "val"
+        samples, classes = getattr(splits, which), splits.classes
+        if not samples:
+            raise DataError(f"the split of {root} has no {which} images")
+        description = f"{root} ({which} split of the run)"
     images, labels, names, bad = _decode(samples, side, cache_dir)
     mapping = _map_labels(classes, model.classes)
     labels = torch.tensor([mapping[int(y)] for y in labels], dtype=torch.int64)
     return EvalData(images, labels, names, description, bad)
+
+
+def _recorded_split(model: InferenceModel, root: Path, config: dict | None) -> Splits:
+    """The run's own split.json when it covers ``root``; else the same deterministic split re-created
+    from the saved (or default) fractions and seed."""
+    run = model.run_dir
+    if run and (run / "split.json").is_file():
+        record = json.loads((run / "split.json").read_text())
+        if Path(record["root"]).resolve() == root:
+            return Splits.from_json(record)
+    d = (config or {}).get("data", {})
+    return load_splits(root, val_fraction=d.get("val_fraction", 0.2), test_fraction=d.get("test_fraction", 0.0),
+                       seed=d.get("seed", 0))
 
 
 def _is_cifar(path: str) -> bool:
@@ -161,7 +176,7 @@ def explain_images(model: InferenceModel, images: torch.Tensor, target: torch.Te
     return [cam_overlay(_hwc(model, img), cam.numpy()) for img, cam in zip(images, cams)]
 
 
-def evaluate(model_path: str | Path, data: str | None = None, *, split: str = "val", tta: str = "none",
+def evaluate(model_path: str | Path, data: str | None = None, *, split: str | None = None, tta: str = "none",
              scales: str | tuple[float, ...] | None = None, out_dir: str | Path | None = None,
              batch_size: int = 64, max_examples: int = 24, cache_dir: str | None = None) -> EvalResult:
     """Score a saved model on labelled images and write metrics, tables and figures.
@@ -169,10 +184,10 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str = "v
     Args:
         model_path: a run directory, a checkpoint (training or fused form) or an ONNX export.
         data: the labelled images (see :func:`load_eval_data`); default: the run's held-out split.
-        split: ``val``, ``test`` or ``all``.
+        split: ``val``, ``test``, ``all``, or ``None`` (automatic, see :func:`load_eval_data`).
         tta: ``none``, ``hflip`` or ``flips``; with ``scales`` (e.g. ``"0.875,1,1.143"``), the gain
             of each over the single centre crop is reported.
-        out_dir: where to write (default ``RUN_DIR/eval-<split>`` or ``eval-<model name>``).
+        out_dir: where to write (default ``RUN_DIR/eval-<split>`` or ``./eval-<model name>``).
     """
     from .plots import plot_confusion, plot_image_grid
 
@@ -184,7 +199,7 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str = "v
         log.warning("skipped %d unreadable image(s): %s", len(ev.bad_files),
                     "; ".join(f"{p} ({r})" for p, r in ev.bad_files[:10]))
     out = Path(out_dir) if out_dir else (model.run_dir or Path.cwd()) / (
-        f"eval-{split}" if model.run_dir else f"eval-{model.source.stem}")
+        f"eval-{split or 'val'}" if model.run_dir and data is None else f"eval-{model.source.stem}")
     out.mkdir(parents=True, exist_ok=True)
     scale_list = parse_scales(scales)
 

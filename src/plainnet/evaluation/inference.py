@@ -47,6 +47,8 @@ class InferenceModel:
     module: nn.Module | None = None
     session: object | None = None
     device: torch.device = torch.device("cpu")
+    #: The training config saved with the checkpoint (data path, split fractions and seed), if any.
+    config: dict | None = None
 
     @property
     def run_dir(self) -> Path | None:
@@ -90,7 +92,7 @@ def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -
     model = load_model(source).to(device)
     return InferenceModel(classes=list(payload["classes"]), preprocess=Preprocess.from_dict(payload["preprocess"]),
                           source=source, form="deploy" if is_deployed(model) else "train", module=model,
-                          device=torch.device(device))
+                          device=torch.device(device), config=payload.get("config"))
 
 
 def _load_onnx(source: Path) -> InferenceModel:
@@ -108,4 +110,4 @@ def _load_onnx(source: Path) -> InferenceModel:
                            "with plainnet export")
     info = json.loads(meta["plainnet"])
     return InferenceModel(classes=list(info["classes"]), preprocess=Preprocess.from_dict(info["preprocess"]),
-                          source=source, form="onnx", session=session)
+                          source=source, form="onnx", session=session, config=info.get("config"))
