@@ -79,3 +79,10 @@ def test_auto_recipe_for_small_images_and_plain_vgg():
     explicit = apply_overrides(RunConfig(), {"data.image_size": "48", "optim.lr": "0.2"})
     kept, _ = resolve(explicit, digits, CPU)
     assert kept.data.image_size == 48 and kept.optim.lr == 0.2  # explicit values are never replaced
+
+
+def test_word_options_are_checked():
+    with pytest.raises(ConfigError, match="augment.preset: 'rotate' is not one of .*did you mean 'rot'"):
+        apply_overrides(RunConfig(), {"augment.preset": "rotate"})
+    with pytest.raises(ConfigError, match="optim.name: 'lamb' is not one of sgd, adam, adamw"):
+        apply_overrides(RunConfig(), {"optim.name": "lamb"})

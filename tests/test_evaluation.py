@@ -63,8 +63,10 @@ def test_metrics_agree_with_a_direct_computation(run, tmp_path):
     assert m["loss"] == pytest.approx(-np.log(probs[np.arange(len(y)), y]).mean(), rel=1e-4)
     assert set(m["test_time_augmentation"]) == {"hflip", "multi-scale", "hflip+multi-scale"}
     for name in ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png", "predictions.csv",
-                 "misclassified.png", "gradcam.png"):
+                 "gradcam.png"):
         assert (result.out_dir / name).is_file(), name
+    assert m["misclassified"] == 18 - round(m["top1"] * 18)
+    assert (result.out_dir / "misclassified.png").is_file() == (m["misclassified"] > 0)
     rows = list(csv.DictReader((result.out_dir / "predictions.csv").open()))
     assert len(rows) == 18 and sum(int(r["correct"]) for r in rows) == round(m["top1"] * 18)
 
@@ -177,7 +179,7 @@ def test_report_renders_in_a_real_browser(run, tmp_path):
         ids = [e.get_attribute("id") for e in driver.find_elements("css selector", "main section")]
         assert ids == ["summary", "data", "training", "evaluation", "gradcam", "model", "config", "environment"]
         images = driver.find_elements("tag name", "img")
-        assert len(images) >= 3 * 6 + 5  # samples for 3 classes + counts, curves, confusion, errors, Grad-CAM
+        assert len(images) >= 3 * 6 + 4  # samples for 3 classes + counts, curves, confusion, Grad-CAM
         broken = driver.execute_script(
             "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)")
         assert broken == []

@@ -197,3 +197,33 @@ def test_plain_vgg_without_bn_converges(tmp_path):
     assert stalled.final["val"]["acc"] < 0.2  # 10 classes: chance is 10%
     assert recipe.config.optim.lr < 0.1 and recipe.config.schedule.warmup_epochs >= 2
     assert recipe.final["val"]["acc"] > 0.6
+
+
+@pytest.mark.parametrize("options", [
+    {"augment.policy": "trivial", "augment.mixup": "0.2", "augment.cutmix": "1.0",
+     "augment.random_erasing": "0.25", "data.normalize": "data"},
+    {"optim.name": "adamw", "schedule.name": "cosine", "data.balance": "sampler", "train.grad_clip": "1.0",
+     "augment.preset": "rrc", "augment.rotate": "15", "augment.tta": "flips"},
+    {"optim.name": "adam", "schedule.name": "constant", "augment.preset": "vgg", "train.precision": "fp32",
+     "train.channels_last": "false", "augment.policy": "randaugment"},
+], ids=["policies-mixing", "adamw-cosine-sampler", "adam-fp32-vgg-jitter"])
+def test_recipe_options_train(tmp_path, options):
+    result = plainnet.train(data="digits", model="repvgg_a0", epochs=2, overrides={
+        **QUIET, "train.runs_dir": str(tmp_path), "data.image_size": "8", **options})
+    assert result.epochs_run == 2 and result.final["val"]["acc"] > 0.1
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    for key, value in options.items():
+        section, field = key.split(".")
+        assert saved[section][field] == yaml.safe_load(value)
+
+
+def test_streaming_workers_and_early_stopping(tmp_path, datasets_dir):
+    data = potato_subset(tmp_path / "potato", datasets_dir, 20)
+    result = plainnet.train(data=str(data), model="repvgg_a0", epochs=6, overrides={
+        **QUIET, "train.runs_dir": str(tmp_path / "runs"), "data.image_size": "32", "data.cache": "stream",
+        "data.workers": "2", "optim.lr": "0.0", "train.patience": "1", "train.monitor": "val/loss",
+        "schedule.name": "constant", "schedule.warmup_epochs": "0"})
+    # Nothing is learned at learning rate 0, so val/loss stops improving and training stops early.
+    assert result.epochs_run < 6
+    assert result.final["val"]["images"] == 12
+    assert not (tmp_path / "runs" / "cache").exists()  # streaming builds no decode cache

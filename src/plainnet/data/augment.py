@@ -39,6 +39,8 @@ class GeometricAugment:
     hflip: bool = True
     vflip: bool = False
     rot90: bool = False
+    #: Random rotation by an angle in [-degrees, degrees] (reflection fills the corners).
+    degrees: float = 0.0
 
     def __call__(self, images: torch.Tensor, out_size: int, generator: torch.Generator) -> torch.Tensor:
         """``images``: float ``(N, C, S, S)``; returns ``(N, C, out_size, out_size)``."""
@@ -78,6 +80,10 @@ class GeometricAugment:
             swap = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
             orient = torch.where(turn[:, None, None], orient @ swap, orient)
 
+        if self.degrees:
+            angle = torch.deg2rad((torch.rand(n, generator=g) * 2 - 1) * self.degrees)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            orient = orient @ torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
         theta = torch.zeros(n, 2, 3)
         theta[:, :, :2] = torch.diag_embed(torch.stack([sx, sy], 1)) @ orient
         theta[:, 0, 2], theta[:, 1, 2] = tx, ty

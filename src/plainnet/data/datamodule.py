@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .augment import PRESETS, center_crop, normalize, resize_center_crop
 from .cifar import ArrayDataset
 from .folder import Sample, Splits
@@ -148,7 +148,11 @@ class ImageDataModule(L.LightningDataModule):
         self.bad_files: list[tuple[str, str]] = []
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stream: dict[str, tuple[Sample, ...]] = {}
+        if augment.preset not in PRESETS:
+            raise ConfigError(f"augment.preset must be one of {', '.join(PRESETS)}, got {augment.preset!r}")
         self.geometric = PRESETS[augment.preset]
+        if self.geometric is not None and augment.rotate:
+            self.geometric = replace(self.geometric, degrees=float(augment.rotate))
         if self.geometric is not None and self.geometric.scale is None and self.side == preprocess.image_size:
             # Nothing to crop away (crop ratio 1, e.g. 32 px images): translate into a reflected border
             # instead, as in the usual CIFAR padded random crop.
@@ -325,6 +329,18 @@ class ImageDataModule(L.LightningDataModule):
         if self.cache == "stream" and isinstance(self.source, Splits):
             return self._stream_loader(split, train)
         return self._memory_loader(split, train)
+
+    def eval_batches(self, split: str, batch_size: int = 128):
+        """``(normalized input, labels)`` batches of a split, without augmentation, in either mode."""
+        if self.cache == "stream" and isinstance(self.source, Splits):
+            loader = DataLoader(_FileImages(self._stream[split], self._stream_transform(False)),
+                                batch_size=batch_size, num_workers=self.workers)
+            for images, labels in loader:
+                yield self.process(images, training=False), labels
+            return
+        images, labels = self.eval_tensors(split)
+        for i in range(0, len(labels), batch_size):
+            yield self.process(images[i : i + batch_size], training=False), labels[i : i + batch_size]
 
     def eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocessed-size uint8 images (center crop) and labels of an in-memory split."""

@@ -67,6 +67,8 @@ class AugmentConfig:
     #: top-down images such as leaves, cells, aerial), ``rrc`` (RandomResizedCrop + h-flip),
     #: ``vgg`` (scale jittering: square crops of random size + h-flip), or auto.
     preset: str = AUTO
+    #: Random rotation by up to this many degrees, on top of the preset.
+    rotate: float = 0.0
     #: Extra per-image policy: ``none``, ``trivial`` (TrivialAugmentWide) or ``randaugment``.
     policy: str = "none"
     mixup: float = 0.0
@@ -201,6 +203,29 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {names}, got {value!r}")
 
 
+#: Allowed values of the fields that take one of a few words (``auto`` is accepted where it is the default).
+CHOICES = {
+    "data.cache": ("memory", "stream"),
+    "data.normalize": ("imagenet", "data"),
+    "data.balance": ("none", "loss", "sampler"),
+    "augment.preset": ("none", "shift", "crop", "rot", "rrc", "vgg"),
+    "augment.policy": ("none", "trivial", "randaugment"),
+    "augment.tta": ("none", "hflip", "flips"),
+    "model.head": ("", "classic", "slim", "gap"),
+    "optim.name": ("sgd", "adam", "adamw"),
+    "schedule.name": ("onecycle", "cosine", "constant"),
+    "train.precision": ("bf16", "fp16", "fp32"),
+    "train.accelerator": ("cpu", "gpu"),
+}
+
+
+def _check_choice(key: str, value) -> None:
+    allowed = CHOICES.get(key)
+    if allowed and value != AUTO and value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(a for a in allowed if a)}"
+                          f"{_hint(str(value), [a for a in allowed if a]) if isinstance(value, str) else ''}")
+
+
 def _update_section(section, values: dict, prefix: str):
     known = {f.name: f for f in fields(section)}
     hints = typing.get_type_hints(type(section))
@@ -209,6 +234,7 @@ def _update_section(section, values: dict, prefix: str):
         if key not in known:
             raise ConfigError(f"unknown option '{prefix}.{key}'{_hint(key, known)}")
         changes[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+        _check_choice(f"{prefix}.{key}", changes[key])
     return replace(section, **changes)
 
 

@@ -12,26 +12,26 @@ __all__ = ["score_datamodule"]
 
 
 @torch.no_grad()
-def _probs(model: nn.Module, dm, images: torch.Tensor, tta: str, batch_size: int) -> torch.Tensor:
+def _probs(model: nn.Module, dm, split: str, tta: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = dm.process(images[i : i + batch_size], training=False).to(device)
-        views = tta_views(x, tta)
-        out.append((sum(model(v).float().softmax(1) for v in views) / len(views)).cpu())
-    return torch.cat(out)
+    probs, labels = [], []
+    for x, y in dm.eval_batches(split, batch_size):
+        views = tta_views(x.to(device), tta)
+        probs.append((sum(model(v).float().softmax(1) for v in views) / len(views)).cpu())
+        labels.append(y)
+    return torch.cat(probs), torch.cat(labels)
 
 
 def score_datamodule(model: nn.Module, dm, split: str, *, tta: str = "none", batch_size: int = 128) -> dict:
-    """Accuracy and balanced accuracy of ``model`` on an in-memory split, single view and (unless
-    ``tta`` is ``none``) with test-time augmentation."""
-    images, labels = dm.eval_tensors(split)
+    """Accuracy and balanced accuracy of ``model`` on a held-out split, single view and (unless ``tta``
+    is ``none``) with test-time augmentation."""
     n = len(dm.classes)
-    result: dict = {"images": len(labels)}
+    result: dict = {}
     variants = [("", "none")] + ([(f"_{tta}", tta)] if tta != "none" else [])
     for suffix, mode in variants:
-        probs = _probs(model, dm, images, mode, batch_size)
+        probs, labels = _probs(model, dm, split, mode, batch_size)
+        result["images"] = len(labels)
         result[f"acc{suffix}"] = multiclass_accuracy(probs, labels, n, average="micro").item()
         result[f"balanced_acc{suffix}"] = multiclass_accuracy(probs, labels, n, average="macro").item()
     return result

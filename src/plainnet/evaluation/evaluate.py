@@ -225,7 +225,6 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     metrics["data"] = ev.description
     metrics["bad_files"] = ev.bad_files
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     with (out / "per_class.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
         w.writeheader()
@@ -244,17 +243,21 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     plot_confusion(metrics["confusion"], model.classes, out / "confusion.png")
 
     wrong = torch.nonzero(pred != ev.labels).flatten()
-    wrong = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
-    plot_image_grid([_hwc(model, ev.images[i]) for i in wrong],
-                    [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
-                     for i in wrong], out / "misclassified.png",
-                    title=f"misclassified: {len(torch.nonzero(pred != ev.labels))} of {len(pred)}")
+    metrics["misclassified"] = len(wrong)
+    (out / "misclassified.png").unlink(missing_ok=True)
+    shown = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
+    if len(shown):
+        plot_image_grid([_hwc(model, ev.images[i]) for i in shown],
+                        [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
+                         for i in shown], out / "misclassified.png",
+                        title=f"misclassified: {len(wrong)} of {len(pred)} (most confident first)")
     if model.module is not None:
-        picks = _cam_picks(ev.labels, pred, wrong, 12)
+        picks = _cam_picks(ev.labels, pred, shown, 12)
         overlays = explain_images(model, ev.images[picks])
         plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"
                                    for i in picks], out / "gradcam.png", title="Grad-CAM (predicted class)",
                         colors=["black" if pred[i] == ev.labels[i] else "crimson" for i in picks])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     log.info("evaluated %d images from %s: top-1 %.4f -> %s", len(ev.labels), ev.description, metrics["top1"], out)
     return EvalResult(metrics=metrics, out_dir=out, probs=probs, data=ev)
 

@@ -130,7 +130,8 @@ footer { color:var(--muted); font-size:13px; padding:10px 0 40px; }
     {% if confusion_png %}<img class="fig" src="{{ confusion_png }}" alt="confusion matrix">{% endif %}
   </div>
   <h3>Misclassified images</h3>
-  {% if misclassified_png %}<img class="fig" src="{{ misclassified_png }}" alt="misclassified images">{% endif %}
+  {% if misclassified_png %}<img class="fig" src="{{ misclassified_png }}" alt="misclassified images">
+  {% else %}<p class="good">None: all {{ eval.images }} held-out images are classified correctly.</p>{% endif %}
 </section>
 
 <section id="gradcam">
