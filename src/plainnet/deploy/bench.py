@@ -1,0 +1,210 @@
+"""``plainnet bench``: inference speed of models, forms and backends, measured side by side.
+
+Every (model, backend, dtype, batch) combination gets a runner; after warm-up, runners take turns
+(interleaved rounds, so load from other processes hits all of them alike) and the per-call latencies
+give p50/p90 latency, throughput (images/s at p50), and the achieved GFLOP/s (2 x MACs / latency).
+
+Models: plainnet names (RepVGG benchmarked in its fused form unless ``:train`` is appended), plainnet
+checkpoints or ONNX files, ``torchvision.NAME`` (resnet18/34/50 and vgg16 are the usual references) and
+``timm.NAME`` (timm's RepVGG re-parameterized with its own utility). Backends: ``eager`` (PyTorch),
+``compile`` (``torch.compile``), ``onnxruntime``. Dtypes: ``fp32``, ``bf16`` (autocast +
+channels_last; CUDA: also ``fp16``), ``int8`` (onnxruntime static QDQ, or torchao PT2E under compile).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["BenchRow", "Runner", "make_runner", "run_bench", "resolve_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runner:
+    model: str
+    backend: str
+    dtype: str
+    batch: int
+    fn: Callable[[], object]
+    macs: int
+    params: int
+    times: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    model: str
+    backend: str
+    dtype: str
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    images_per_s: float
+    gflops: float
+    params: int
+    macs: int
+    calls: int
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
+    """A model (eval mode, fp32, CPU) from a bench spec, and its display name."""
+    from ..models import create_model, list_models
+    from .reparam import reparameterize
+
+    name, _, form = spec.partition(":")
+    if name.startswith("timm."):
+        import timm
+
+        model = timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
+        if form != "train" and hasattr(timm.utils, "reparameterize_model"):
+            model = timm.utils.reparameterize_model(model.eval())
+        return model.eval(), spec
+    if name.startswith("torchvision."):
+        return create_model(name, num_classes=num_classes).eval(), spec
+    if name in list_models():
+        model = create_model(name, num_classes=num_classes, deploy=form != "train")
+        return model.eval(), name + (" (train form)" if form == "train" else " (fused)" if "repvgg" in name else "")
+    path = Path(name)
+    if path.exists():
+        from ..evaluation.inference import load_inference_model
+
+        loaded = load_inference_model(path)
+        if loaded.module is None:
+            raise ValueError(f"{spec}: an ONNX file runs only on the onnxruntime backend")
+        return reparameterize(loaded.module), path.name
+    raise ValueError(f"unknown model {spec!r}: a plainnet name, torchvision.NAME, timm.NAME or a checkpoint")
+
+
+def _macs(model: nn.Module, size: int) -> tuple[int, int]:
+    from ..models import summarize
+
+    try:
+        s = summarize(model, size)
+        return s.macs, s.params
+    except Exception:  # noqa: BLE001 - a model FlopCounterMode cannot trace still gets timed
+        return 0, sum(p.numel() for p in model.parameters())
+
+
+def make_runner(model: nn.Module, name: str, backend: str, dtype: str, batch: int, size: int,
+                device: str = "cpu", calib: list[torch.Tensor] | None = None) -> Runner:
+    """Build (and warm up) one runner. Raises ``ValueError`` for unsupported combinations."""
+    macs, params = _macs(model, size)
+    x = torch.randn(batch, 3, size, size)
+    if backend in ("eager", "compile"):
+        if dtype == "int8":
+            if backend != "compile":
+                raise ValueError("int8 in PyTorch needs --backend compile (torchao PT2E)")
+            from .quantize import quantize_pt2e
+
+            fn_model = quantize_pt2e(model, x, calib or [torch.randn(8, 3, size, size)])
+            fn = _torch_call(fn_model, x, None, device)
+        else:
+            m = model.to(device)
+            amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+            if amp is not None:
+                m = m.to(memory_format=torch.channels_last)
+            if backend == "compile":
+                m = torch.compile(m)
+            xd = x.to(device)
+            if amp is not None:
+                xd = xd.contiguous(memory_format=torch.channels_last)
+            fn = _torch_call(m, xd, amp, device)
+    elif backend == "onnxruntime":
+        fn = _ort_call(model, name, dtype, x, size, device, calib)
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    for _ in range(2):  # warm-up: compilation, allocator, caches
+        fn()
+    return Runner(name, backend, dtype, batch, fn, macs, params)
+
+
+def _torch_call(model: nn.Module, x: torch.Tensor, amp, device: str):
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    @torch.inference_mode()
+    def call():
+        if amp is not None:
+            with torch.autocast(device.split(":")[0], dtype=amp):
+                out = model(x)
+        else:
+            out = model(x)
+        sync()
+        return out
+
+    return call
+
+
+def _ort_call(model: nn.Module, name: str, dtype: str, x: torch.Tensor, size: int, device: str, calib):
+    from .export import export_onnx, ort_session
+    from .quantize import QuantOptions, quantize_onnx
+
+    if dtype not in ("fp32", "int8"):
+        raise ValueError("onnxruntime on the CPU runs fp32 and int8")
+    tmp = Path(tempfile.mkdtemp(prefix="plainnet-bench-"))
+    path = export_onnx(model, tmp / "model.onnx", x, dynamic_batch=True).path
+    if dtype == "int8":
+        batches = [c.numpy() for c in (calib or [torch.randn(8, 3, size, size)])]
+        path = quantize_onnx(path, tmp / "model.int8.onnx", batches, QuantOptions(keep_ends_float=False))
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
+    session = ort_session(path, threads=torch.get_num_threads(), providers=providers)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def run_bench(runners: list[Runner], *, rounds: int = 5, min_seconds: float = 0.5) -> list[BenchRow]:
+    """Interleaved rounds: in each, every runner is called repeatedly for about ``min_seconds``."""
+    for _ in range(rounds):
+        for r in runners:
+            start = time.perf_counter()
+            while True:
+                t = time.perf_counter()
+                r.fn()
+                r.times.append(time.perf_counter() - t)
+                if time.perf_counter() - start >= min_seconds:
+                    break
+    rows = []
+    for r in runners:
+        times = sorted(r.times)
+        p50 = statistics.median(times)
+        p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
+        rows.append(BenchRow(r.model, r.backend, r.dtype, r.batch, p50 * 1e3, p90 * 1e3, r.batch / p50,
+                             2 * r.macs * r.batch / p50 / 1e9, r.params, r.macs, len(times)))
+    return rows
+
+
+def plot_bench(rows: list[BenchRow], path: str | Path) -> Path:
+    """Throughput bars, one group per batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r.batch for r in rows})
+    fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 0.42 * len(rows) / len(batches) + 1.6),
+                             dpi=110, squeeze=False)
+    for ax, b in zip(axes[0], batches):
+        sel = sorted((r for r in rows if r.batch == b), key=lambda r: r.images_per_s)
+        labels = [f"{r.model} · {r.backend} {r.dtype}" for r in sel]
+        ax.barh(labels, [r.images_per_s for r in sel], color=["#2f6fb3" if "repvgg" in r.model or "vgg" in r.model
+                                                             and "torchvision" not in r.model else "#9aa5b1"
+                                                             for r in sel])
+        ax.set_title(f"batch {b}")
+        ax.set_xlabel("images / s")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

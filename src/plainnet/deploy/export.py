@@ -1,0 +1,135 @@
+"""Export a trained model for deployment: re-parameterize, export to ONNX or ``torch.export`` (.pt2),
+check the export against PyTorch, and embed class names and preprocessing in the file.
+
+ONNX uses the dynamo exporter (``torch.onnx.export(..., dynamo=True)``; the legacy exporter fails on
+VGG's adaptive pooling at small inputs); TorchScript is deprecated and not offered. The metadata key
+``plainnet`` (ONNX ``metadata_props``; a ``plainnet.json`` extra file in .pt2) holds
+``{"classes", "preprocess", "config", "source"}``, so ``plainnet predict model.onnx`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import EquivalenceError, PlainnetError
+from .reparam import Equivalence, reparameterize, verify_equivalence
+
+__all__ = ["ExportResult", "export_onnx", "export_pt2", "onnx_op_histogram", "pt2_op_histogram",
+           "ort_session", "METADATA_KEY"]
+
+log = logging.getLogger(__name__)
+METADATA_KEY = "plainnet"
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    parity: Equivalence
+    ops: Counter = field(default_factory=Counter)
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+def ort_session(path: str | Path, threads: int = 0, providers: list[str] | None = None):
+    """An onnxruntime session with all graph optimizations, on the CPU unless told otherwise."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def ort_callable(session):
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: x.detach().float().cpu().numpy()})[0])
+
+    return run
+
+
+def onnx_op_histogram(path: str | Path) -> Counter:
+    import onnx
+
+    return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def pt2_op_histogram(program) -> Counter:
+    return Counter(str(n.target).split(".")[-2] if "." in str(n.target) else str(n.target)
+                   for n in program.graph.nodes if n.op == "call_function")
+
+
+def _prepare(model: nn.Module) -> nn.Module:
+    fused = reparameterize(model)  # a copy, in eval mode; plain models pass through unchanged
+    return fused.float().to("cpu").to(memory_format=torch.contiguous_format)
+
+
+def _dynamic(dynamic_batch: bool):
+    if not dynamic_batch:
+        return None
+    return ({0: torch.export.Dim("batch", min=1, max=4096)},)
+
+
+def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, metadata: dict | None = None,
+                dynamic_batch: bool = False, rtol: float = 1e-4) -> ExportResult:
+    """Fuse ``model``, export it to ONNX at ``path``, and verify onnxruntime's outputs on ``example``
+    (real preprocessed images, ideally) against PyTorch's; raises past ``rtol``."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fused = _prepare(model)
+    x = example[:1] if not dynamic_batch else example
+    try:
+        torch.onnx.export(fused, (x,), str(path), dynamo=True, input_names=["image"], output_names=["logits"],
+                          dynamic_shapes=_dynamic(dynamic_batch), verbose=False)
+    except Exception as e:  # the exporter raises many types; the user needs the first line
+        raise PlainnetError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]}") from None
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata or {})
+    onnx.save(proto, str(path))
+    session = ort_session(path)
+    check = example if dynamic_batch else example[:1]
+    try:
+        parity = verify_equivalence(fused, ort_callable(session), check, rtol=rtol)
+    except EquivalenceError as e:
+        raise EquivalenceError(f"the ONNX export differs from PyTorch: {e}") from None
+    return ExportResult(path, "onnx", parity, onnx_op_histogram(path))
+
+
+def export_pt2(model: nn.Module, path: str | Path, example: torch.Tensor, *, metadata: dict | None = None,
+               dynamic_batch: bool = False, rtol: float = 1e-5) -> ExportResult:
+    """Fuse ``model``, save it as a ``torch.export`` program (.pt2), reload it and verify its outputs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fused = _prepare(model)
+    x = example if dynamic_batch else example[:1]
+    program = torch.export.export(fused, (x,), dynamic_shapes=_dynamic(dynamic_batch), strict=False)
+    torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(metadata or {})})
+    loaded = torch.export.load(str(path)).module()
+    try:
+        parity = verify_equivalence(fused, loaded, x, rtol=rtol)
+    except EquivalenceError as e:
+        raise EquivalenceError(f"the .pt2 export differs from PyTorch: {e}") from None
+    return ExportResult(path, "pt2", parity, pt2_op_histogram(program))
+
+
+def read_pt2(path: str | Path) -> tuple[nn.Module, dict]:
+    """The module of a .pt2 export and its plainnet metadata."""
+    extra = {f"{METADATA_KEY}.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program.module(), json.loads(extra[f"{METADATA_KEY}.json"] or "{}")
