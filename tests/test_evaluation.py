@@ -23,18 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, datasets_dir):
-    """A 3-class potato model trained for a few epochs on a small real subset (32 px)."""
-    data = tmp_path_factory.mktemp("potato")
-    for cls in sorted((datasets_dir / "potato").iterdir()):
-        (data / cls.name).mkdir()
-        for f in sorted(cls.iterdir())[:30]:
-            (data / cls.name / f.name).symlink_to(f)
-    runs = tmp_path_factory.mktemp("runs")
-    result = plainnet.train(data=str(data), model="repvgg_a0", epochs=3, overrides={
-        "train.progress": "false", "train.runs_dir": str(runs), "train.name": "tiny", "data.image_size": "32",
-        "model.output_stride": "16", "data.cache_dir": str(runs / "cache")})
-    return result.run_dir
+def run(tiny_run):
+    return tiny_run
 
 
 def test_metrics_agree_with_a_direct_computation(run, tmp_path):
@@ -46,7 +36,7 @@ def test_metrics_agree_with_a_direct_computation(run, tmp_path):
         probs = model(model.prepare(ev.images)).softmax(1).numpy()
     y = ev.labels.numpy()
     pred = probs.argmax(1)
-    assert m["images"] == len(y) == 18
+    assert m["images"] == len(y) == 24
     assert m["top1"] == pytest.approx((pred == y).mean())
     confusion = np.zeros((3, 3), int)
     np.add.at(confusion, (y, pred), 1)
@@ -65,10 +55,10 @@ def test_metrics_agree_with_a_direct_computation(run, tmp_path):
     for name in ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png", "predictions.csv",
                  "gradcam.png"):
         assert (result.out_dir / name).is_file(), name
-    assert m["misclassified"] == 18 - round(m["top1"] * 18)
+    assert m["misclassified"] == 24 - round(m["top1"] * 24)
     assert (result.out_dir / "misclassified.png").is_file() == (m["misclassified"] > 0)
     rows = list(csv.DictReader((result.out_dir / "predictions.csv").open()))
-    assert len(rows) == 18 and sum(int(r["correct"]) for r in rows) == round(m["top1"] * 18)
+    assert len(rows) == 24 and sum(int(r["correct"]) for r in rows) == round(m["top1"] * 24)
 
 
 def test_fused_model_evaluates_like_the_training_form(run, tmp_path):

@@ -38,16 +38,23 @@ class QuantOptions:
     calibration: str = "percentile"
     #: Keep the first convolution and the classifier in float.
     keep_ends_float: bool = True
+    #: Fully connected layers get dynamic int8 (weights int8, activations quantized per call) instead of
+    #: static; for VGG's large head.
+    dynamic_linear: bool = False
 
 
 NAIVE = QuantOptions(per_channel=False, calibration="minmax", keep_ends_float=False)
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over batches of preprocessed images."""
+    """onnxruntime's CalibrationDataReader protocol over preprocessed images, re-batched to equal batches
+    of ``batch`` (the histogram calibrators cannot mix batch sizes)."""
 
-    def __init__(self, name: str, batches: Iterable[np.ndarray]) -> None:
-        self.name, self.batches = name, iter(batches)
+    def __init__(self, name: str, batches: Iterable[np.ndarray], batch: int = 8) -> None:
+        images = np.concatenate([np.asarray(b, dtype=np.float32) for b in batches])
+        usable = max(len(images) // batch, 1) * batch if len(images) >= batch else len(images)
+        self.name = name
+        self.batches = iter(np.split(images[:usable], max(usable // batch, 1)))
 
     def get_next(self):
         batch = next(self.batches, None)
@@ -55,6 +62,18 @@ class _Reader:
 
     def rewind(self) -> None:  # pragma: no cover - onnxruntime calls it only for some methods
         pass
+
+
+def _without_value_info(src: str | Path, dst: Path) -> Path:
+    """A copy without the exporter's recorded intermediate shapes (``value_info``): onnxruntime's
+    quantizer rewrites some tensors (e.g. transposes Gemm weights) under the same name, and stale
+    shapes then fail its shape inference. They are recomputed anyway."""
+    import onnx
+
+    model = onnx.load(str(src))
+    del model.graph.value_info[:]
+    onnx.save(model, str(dst))
+    return dst
 
 
 def sensitive_nodes(path: str | Path) -> list[str]:
@@ -81,28 +100,46 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(_without_value_info(fp32_path, Path(tmp) / "in.onnx")), str(prepared),
+                          skip_symbolic_shape=True)
         name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
         extra = {"CalibMaxIntermediateOutputs": 64}
         if options.calibration == "percentile":
             extra["CalibPercentile"] = 99.999
+        static_out = Path(tmp) / "static.onnx" if options.dynamic_linear else out_path
+        ops = None
+        if options.dynamic_linear:
+            ops = sorted({n.op_type for n in onnx.load(str(prepared), load_external_data=False).graph.node}
+                         - {"Gemm", "MatMul"})
         quantize_static(
-            str(prepared), str(out_path), _Reader(name, calibration), quant_format=QuantFormat.QDQ,
+            str(prepared), str(static_out), _Reader(name, calibration), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=ops,
             per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=methods[options.calibration],
             nodes_to_exclude=sensitive_nodes(prepared) if options.keep_ends_float else None,
             extra_options=extra)
+        if options.dynamic_linear:
+            from onnxruntime.quantization import quantize_dynamic
+
+            quantize_dynamic(str(static_out), str(out_path), op_types_to_quantize=["MatMul", "Gemm"],
+                             weight_type=QuantType.QInt8, per_channel=True)
     _copy_metadata(fp32_path, out_path, {"quantization": f"ort-static-int8 ({options.calibration}, "
-                                         f"{'per-channel' if options.per_channel else 'per-tensor'})"})
+                                         f"{'per-channel' if options.per_channel else 'per-tensor'}"
+                                         f"{', dynamic linear' if options.dynamic_linear else ''})"})
     return out_path
 
 
 def quantize_dynamic_linear(fp32_path: str | Path, out_path: str | Path) -> Path:
     """Dynamic int8 for the fully connected layers only (weights int8, activations quantized on the fly)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quantize_dynamic(str(fp32_path), str(out_path), op_types_to_quantize=["MatMul", "Gemm"],
-                     weight_type=QuantType.QInt8, per_channel=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(_without_value_info(fp32_path, Path(tmp) / "in.onnx")), str(prepared),
+                          skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(out_path), op_types_to_quantize=["MatMul", "Gemm"],
+                         weight_type=QuantType.QInt8, per_channel=True)
     _copy_metadata(fp32_path, out_path, {"quantization": "ort-dynamic-int8 (linear layers)"})
     return Path(out_path)
 

@@ -19,7 +19,7 @@ from ..data.augment import center_crop, normalize
 from ..data.datamodule import Preprocess
 from ..errors import WeightsError
 
-__all__ = ["InferenceModel", "load_inference_model", "read_image", "resolve_checkpoint"]
+__all__ = ["InferenceModel", "load_inference_model", "read_image", "resolve_checkpoint", "sample_images"]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -49,6 +49,8 @@ class InferenceModel:
     device: torch.device = torch.device("cpu")
     #: The training config saved with the checkpoint (data path, split fractions and seed), if any.
     config: dict | None = None
+    #: Exports without ``--dynamic-batch`` take exactly this many images per call.
+    fixed_batch: int | None = None
 
     @property
     def run_dir(self) -> Path | None:
@@ -57,6 +59,8 @@ class InferenceModel:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_batch and len(x) != self.fixed_batch:
+            return torch.cat([self(x[i : i + self.fixed_batch]) for i in range(0, len(x), self.fixed_batch)])
         if self.session is not None:
             name = self.session.get_inputs()[0].name
             return torch.from_numpy(self.session.run(None, {name: x.float().cpu().numpy()})[0])
@@ -82,6 +86,8 @@ def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -
     source = resolve_checkpoint(path)
     if source.suffix.lower() == ".onnx":
         return _load_onnx(source)
+    if source.suffix.lower() == ".pt2":
+        return _load_pt2(source)
     from ..models import is_deployed, load_model
     from ..models.weights import load_checkpoint
 
@@ -109,5 +115,71 @@ def _load_onnx(source: Path) -> InferenceModel:
         raise WeightsError(f"{source} carries no plainnet metadata (class names, preprocessing): export it "
                            "with plainnet export")
     info = json.loads(meta["plainnet"])
+    batch_dim = session.get_inputs()[0].shape[0]
     return InferenceModel(classes=list(info["classes"]), preprocess=Preprocess.from_dict(info["preprocess"]),
-                          source=source, form="onnx", session=session, config=info.get("config"))
+                          source=source, form="onnx", session=session, config=info.get("config"),
+                          fixed_batch=batch_dim if isinstance(batch_dim, int) else None)
+
+
+def _load_pt2(source: Path) -> InferenceModel:
+    from ..deploy.export import read_pt2
+
+    try:
+        module, info = read_pt2(source)
+    except Exception as e:  # noqa: BLE001
+        raise WeightsError(f"cannot load {source}: {str(e).splitlines()[0][:200]}") from None
+    if "classes" not in info:
+        raise WeightsError(f"{source} carries no plainnet metadata: export it with plainnet export")
+    return InferenceModel(classes=list(info["classes"]), preprocess=Preprocess.from_dict(info["preprocess"]),
+                          source=source, form="pt2", module=module, config=info.get("config"),
+                          fixed_batch=info.get("fixed_batch"))
+
+
+def sample_images(model: InferenceModel, source: str | Path | None = None, n: int = 64,
+                  split: str = "train", seed: int = 0) -> torch.Tensor:
+    """Up to ``n`` real images as preprocessed model input, for export checks and int8 calibration.
+
+    ``source``: a folder (every image under it, any layout); by default the model's own training data
+    (``split`` of the run's split.json, or the saved config's data) when it can be found.
+    """
+    from ..data.images import BadImageError, is_image_file
+
+    paths: list[Path] = []
+    if source is not None:
+        root = Path(source)
+        if not root.exists():
+            raise WeightsError(f"image folder not found: {root}")
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)) if root.is_dir() else [root]
+    else:
+        paths = _own_images(model, split)
+    if not paths:
+        return torch.empty(0)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(paths), generator=g).tolist()
+    images = []
+    for i in order:
+        try:
+            images.append(read_image(paths[i], model.preprocess))
+        except BadImageError:
+            continue
+        if len(images) == n:
+            break
+    return model.prepare(torch.stack(images)) if images else torch.empty(0)
+
+
+def _own_images(model: InferenceModel, split: str) -> list[Path]:
+    from ..data.folder import Splits
+
+    run = model.run_dir
+    if run and (run / "split.json").is_file():
+        try:
+            splits = Splits.from_json(json.loads((run / "split.json").read_text()))
+            return [s.path for s in getattr(splits, split) or splits.train]
+        except Exception:  # noqa: BLE001 - the data moved: fall back to the config below
+            pass
+    path = (model.config or {}).get("data", {}).get("path")
+    if path and path != "digits" and Path(path).is_dir():
+        from ..data.images import is_image_file
+
+        return sorted(p for p in Path(path).rglob("*") if p.is_file() and is_image_file(p))
+    return []

@@ -1,0 +1,82 @@
+"""``plainnet bench``: inference speed of models, forms and backends on this machine."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ._common import console
+
+REFERENCES = ["torchvision.resnet18", "torchvision.resnet34", "torchvision.resnet50", "torchvision.vgg16"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def bench_command(
+    models: list[str] = typer.Argument(..., help="plainnet names (RepVGG fused; NAME:train for the training "
+                                       "form), torchvision.NAME, timm.NAME, or checkpoints."),
+    batch: str = typer.Option("1,16", "--batch", "-b"),
+    size: int = typer.Option(224, "--size", "-s"),
+    backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime (comma-separated)."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16, fp16 (CUDA), int8 (comma-separated)."),
+    threads: int = typer.Option(0, "--threads", help="Intra-op threads (default: torch's)."),
+    rounds: int = typer.Option(5, "--rounds", help="Interleaved rounds."),
+    seconds: float = typer.Option(0.5, "--seconds", help="Time per runner per round."),
+    refs: bool = typer.Option(False, "--refs", help="Add torchvision resnet18/34/50 and vgg16 as references."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder for bench.csv/json/png (default bench-<time>)."),
+) -> None:
+    """Warm-up, interleaved rounds, p50/p90 latency, throughput, params, MACs and achieved GFLOP/s."""
+    import torch
+
+    from ..deploy.bench import make_runner, plot_bench, resolve_model, run_bench
+    from ._common import err_console, fail
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device on this machine")
+    if threads:
+        torch.set_num_threads(threads)
+    specs = list(models) + ([r for r in REFERENCES if r not in models] if refs else [])
+    runners, skipped = [], []
+    for spec in specs:
+        model, name = resolve_model(spec)
+        for be in _csv_list(backend):
+            for dt in _csv_list(dtype):
+                for b in (int(v) for v in _csv_list(batch)):
+                    try:
+                        runners.append(make_runner(model, name, be, dt, b, size, device))
+                    except ValueError as e:
+                        skipped.append(f"{name} {be} {dt}: {e}")
+    for note in sorted(set(skipped)):
+        err_console.print(f"[yellow]skipped[/] {note}")
+    if not runners:
+        fail("nothing to run with these options")
+    rows = run_bench(runners, rounds=rounds, min_seconds=seconds)
+
+    table = Table(title=f"{size}x{size}, {torch.get_num_threads()} threads, {device}, {rounds} interleaved rounds")
+    for col in ("model", "backend", "dtype", "batch", "p50 ms", "p90 ms", "img/s", "GFLOP/s", "params", "GMACs"):
+        table.add_column(col, justify="left" if col in ("model", "backend", "dtype") else "right")
+    for r in sorted(rows, key=lambda r: (r.batch, -r.images_per_s)):
+        table.add_row(r.model, r.backend, r.dtype, str(r.batch), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
+                      f"{r.images_per_s:.1f}", f"{r.gflops:.0f}", f"{r.params / 1e6:.1f}M", f"{r.macs / 1e9:.2f}")
+    console.print(table)
+    out = out or Path(f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps([r.as_dict() for r in rows], indent=1))
+    with (out / "bench.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].as_dict()))
+        w.writeheader()
+        w.writerows(r.as_dict() for r in rows)
+    plot_bench(rows, out / "bench.png")
+    console.print(f"written to [bold]{out}[/]: bench.csv, bench.json, bench.png")

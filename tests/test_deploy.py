@@ -1,0 +1,125 @@
+"""Deployment: export parity (ONNX and .pt2), fused graphs, predictions from exports, int8, bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import plainnet
+from _util import randomize_bn_
+from plainnet.deploy.bench import make_runner, resolve_model, run_bench
+from plainnet.deploy.export import export_onnx, export_pt2
+from plainnet.deploy.quantize import NAIVE, QuantOptions, quantize_dynamic_linear, quantize_onnx
+from plainnet.evaluation.inference import load_inference_model, sample_images
+
+
+@pytest.mark.parametrize("name", ["repvgg_a0", "repvgg_d2se", "vgg11_bn", "vgg16_dws"])
+def test_onnx_export_parity_and_fused_graph(name, tmp_path):
+    model = randomize_bn_(plainnet.create_model(name, num_classes=5, small_input=True)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    result = export_onnx(model, tmp_path / "m.onnx", x, metadata={"classes": list("abcde")}, dynamic_batch=True)
+    assert result.parity.rel <= 1e-4
+    assert "BatchNormalization" not in result.ops  # BN folded (RepVGG blocks fused, VGG-BN folded)
+    if name.startswith("repvgg"):
+        assert "Add" not in result.ops  # one 3x3 conv per block: no branches left
+        blocks = sum(isinstance(m, plainnet.layers.RepVGGBlock) for m in model.modules())
+        se_convs = 2 * blocks if name == "repvgg_d2se" else 0
+        assert result.ops["Conv"] == blocks + se_convs
+
+
+def test_pt2_export_parity(tmp_path):
+    model = randomize_bn_(plainnet.create_model("repvgg_a0", num_classes=3, small_input=True)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    result = export_pt2(model, tmp_path / "m.pt2", x, metadata={"classes": ["a", "b", "c"]})
+    assert result.parity.rel <= 1e-5
+    assert not any("batch_norm" in op for op in result.ops)
+
+
+def test_export_cli_predict_from_onnx_matches_checkpoint(tiny_run, tmp_path, datasets_dir):
+    onnx_path = tmp_path / "tiny.onnx"
+    proc = subprocess.run([sys.executable, "-m", "plainnet", "export", str(tiny_run), "-o", str(onnx_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "matches PyTorch on 16 image(s)" in proc.stdout and "Conv" in proc.stdout
+    assert "Add " not in proc.stdout and "BatchNormalization" not in proc.stdout
+    folder = datasets_dir / "potato" / "Potato___Late_blight"
+
+    def predict(model_path):
+        out = subprocess.run([sys.executable, "-m", "plainnet", "predict", str(model_path), str(folder),
+                              "--format", "json"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return [(r["path"], r["top_k"][0]["class"]) for r in json.loads(out.stdout)["predictions"]]
+
+    assert predict(onnx_path) == predict(tiny_run)  # same classes for every one of the 1,000 images
+    meta = load_inference_model(onnx_path)
+    assert meta.classes == json.loads((tiny_run / "classes.json").read_text())
+    assert meta.preprocess.image_size == 48 and meta.fixed_batch == 1
+
+
+def test_int8_agrees_with_fp32_on_a_trained_model(tiny_run, tmp_path):
+    loaded = load_inference_model(tiny_run)
+    calib = sample_images(loaded, n=64, split="train")
+    check = torch.cat([sample_images(loaded, n=96, split=s, seed=1) for s in ("train", "val")])  # all 120
+    fp32 = export_onnx(loaded.module, tmp_path / "fp32.onnx", calib[:4], dynamic_batch=True,
+                       metadata={"classes": loaded.classes, "preprocess": loaded.preprocess.to_dict()}).path
+    for options, name in ((QuantOptions(), "good"), (NAIVE, "naive")):
+        path = quantize_onnx(fp32, tmp_path / f"{name}.onnx", [b.numpy() for b in calib.split(16)], options)
+        q = load_inference_model(path)
+        assert q.classes == loaded.classes  # metadata carried over
+        agree = (q(check).argmax(1) == loaded(check).argmax(1)).float().mean().item()
+        assert agree >= (0.9 if name == "good" else 0.5), (name, agree)
+    assert (tmp_path / "good.onnx").stat().st_size < fp32.stat().st_size / 2
+
+
+def test_dynamic_linear_int8_for_vgg_head(tmp_path):
+    model = plainnet.create_model("vgg11", num_classes=4, small_input=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fp32 = export_onnx(model, tmp_path / "vgg.onnx", x, dynamic_batch=True).path
+    q = quantize_dynamic_linear(fp32, tmp_path / "vgg8.onnx")
+    from plainnet.deploy.export import onnx_op_histogram, ort_callable, ort_session
+
+    assert "MatMulInteger" in onnx_op_histogram(q) or "DynamicQuantizeLinear" in onnx_op_histogram(q)
+    out = ort_callable(ort_session(q))(x)
+    ref = model(x)
+    assert out.shape == ref.shape and (out.argmax(1) == ref.argmax(1)).all()
+
+
+def test_bench_produces_a_table(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "plainnet", "bench", "repvgg_a0", "repvgg_a0:train",
+                           "torchvision.resnet18", "--size", "32", "--batch", "1,2",
+                           "--backend", "eager,onnxruntime", "--dtype", "fp32,bf16", "--rounds", "2",
+                           "--seconds", "0.05", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    keys = {(r["model"], r["backend"], r["dtype"], r["batch"]) for r in rows}
+    assert ("repvgg_a0 (fused)", "eager", "fp32", 1) in keys and ("repvgg_a0 (train form)", "eager", "bf16", 2) in keys
+    assert ("torchvision.resnet18", "onnxruntime", "fp32", 2) in keys
+    assert not any(k[1] == "onnxruntime" and k[2] == "bf16" for k in keys)  # skipped, with a note
+    assert "skipped" in proc.stderr
+    assert all(r["p50_ms"] > 0 and r["images_per_s"] > 0 and r["p90_ms"] >= r["p50_ms"] for r in rows)
+    fused = next(r for r in rows if r["model"] == "repvgg_a0 (fused)")
+    train = next(r for r in rows if r["model"] == "repvgg_a0 (train form)")
+    assert fused["params"] < train["params"] and fused["macs"] < train["macs"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_runners_in_process():
+    model, name = resolve_model("vgg11_bn")
+    runner = make_runner(model, name, "eager", "fp32", 1, 32)
+    (row,) = run_bench([runner], rounds=1, min_seconds=0.01)
+    assert row.calls >= 1 and row.gflops > 0 and name == "vgg11_bn"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine; the GPU path is "
+                    "checked on a GPU machine (plainnet bench --device cuda)")
+def test_gpu_bench_and_fusion():
+    model = plainnet.create_model("repvgg_a0", num_classes=3).cuda()
+    fused = plainnet.reparameterize(model.half())
+    assert next(fused.parameters()).dtype == torch.float16
+    runner = make_runner(plainnet.create_model("repvgg_a0", deploy=True).eval(), "a0", "eager", "fp16", 4, 64, "cuda")
+    (row,) = run_bench([runner], rounds=1, min_seconds=0.05)
+    assert row.images_per_s > 0
