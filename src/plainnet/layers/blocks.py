@@ -162,7 +162,8 @@ class RepVGGBlock(Reparameterizable):
         w1, b1 = self.rbr_1x1.fused_kernel()
         weight, bias = w3 + pad_kernel_to(w1, 3), b3 + b1
         if self.rbr_identity is not None:
-            eye = identity_kernel(self.in_chs, self.groups, 3, dtype=w3.dtype, device=w3.device)
+            chs = self.rbr_dense.conv.in_channels  # not self.in_chs: pruning may have changed the width
+            eye = identity_kernel(chs, self.rbr_dense.conv.groups, 3, dtype=w3.dtype, device=w3.device)
             wi, bi = fuse_conv_bn(eye, None, self.rbr_identity, out_dtype=w3.dtype)
             weight, bias = weight + wi, bias + bi
         return weight, bias
@@ -172,7 +173,8 @@ class RepVGGBlock(Reparameterizable):
         if self.deployed:
             return
         weight, bias = self.fused_kernel()
-        conv = nn.Conv2d(self.in_chs, self.out_chs, 3, self.stride, 1, groups=self.groups, bias=True)
+        dense = self.rbr_dense.conv
+        conv = nn.Conv2d(dense.in_channels, dense.out_channels, 3, self.stride, 1, groups=dense.groups, bias=True)
         conv = conv.to(device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)

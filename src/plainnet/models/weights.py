@@ -293,6 +293,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **meta) -> Path:
         "version": 1,
         "arch": dict(arch),
         "deploy": is_deployed(model),
+        "pruned": bool(getattr(model, "pruned", False)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **meta,
     }
@@ -339,5 +340,12 @@ def load_model(path: str | Path) -> nn.Module:
     payload = load_checkpoint(path)
     arch = dict(payload["arch"])
     name = arch.pop("name")
+    if payload.get("pruned"):
+        from .structure import resize_to_state_dict
+
+        model = create_model(name, deploy=bool(payload.get("deploy")), **arch)
+        resize_to_state_dict(model, payload["state_dict"])
+        load_weights(model, payload["state_dict"])
+        return model.eval()
     model = create_model(name, weights=payload["state_dict"], deploy=bool(payload.get("deploy")), **arch)
     return model.eval()
