@@ -128,6 +128,14 @@ def build_model(cfg: RunConfig, num_classes: int):
     return model
 
 
+def _checked(model, num_classes: int):
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    out = getattr(head, "out_features", num_classes)
+    if out != num_classes:
+        raise ConfigError(f"the given model predicts {out} classes but the data has {num_classes}")
+    return model.train()
+
+
 def _frozen_modules(model, stages: int) -> list[str]:
     if stages <= 0:
         return []
@@ -209,6 +217,7 @@ def train(
     *,
     overrides: dict[str, str] | list[str] | None = None,
     resume: str | Path | None = None,
+    model_instance=None,
     **data_and_model,
 ) -> TrainResult:
     """Train a classifier; see :class:`RunConfig` for every option.
@@ -218,6 +227,7 @@ def train(
         overrides: dotted overrides, e.g. ``{"optim.lr": "0.05"}``.
         resume: a run directory to continue from its last checkpoint (its saved config is used; epochs
             may be extended with an override).
+        model_instance: train this network (e.g. a pruned one) instead of building ``model.name``.
         **data_and_model: shortcuts ``data=DIR``, ``model=NAME``, ``epochs=N``.
 
     Returns:
@@ -273,7 +283,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir) if rank == 0 else None
     try:
-        return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine)
+        return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine, model_instance)
     finally:
         if handler is not None:
             logging.getLogger("plainnet").removeHandler(handler)
@@ -282,7 +292,8 @@ def train(
             del os.environ["PLAINNET_RUN_DIR"]
 
 
-def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float, machine) -> TrainResult:
+def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float, machine,
+         model_instance=None) -> TrainResult:
     from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
     from ..data.datamodule import ImageDataModule, Preprocess
     from .callbacks import RunRecorder
@@ -305,7 +316,7 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
         log.info("data: %d classes, %d train images %s; run directory %s", len(classes), dm.num_train(),
                  dict(zip(classes, dm.class_counts())), run_dir)
 
-    model = build_model(cfg, len(classes))
+    model = build_model(cfg, len(classes)) if model_instance is None else _checked(model_instance, len(classes))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     frozen = _frozen_modules(model, cfg.model.freeze_stages)

@@ -1,0 +1,289 @@
+"""``plainnet compress``: apply lightweighting methods to one trained model and measure them side by side.
+
+Methods (``--methods``, comma-separated; ``:`` takes a parameter):
+
+- ``prune:R``: structured channel pruning of ratio R (Torch-Pruning), then fine-tuning.
+- ``unstructured:R``: global L1 unstructured pruning (zeros only: no smaller, no faster; the honest row).
+- ``int8``: onnxruntime static int8 of the fused model; ``prune:R+int8`` combines both.
+- ``distill``: a smaller student trained from scratch with knowledge distillation from the base (for a
+  RepVGG base, its 50%-pruned architecture; for VGG, RepVGG-A0; ``distill:NAME`` picks the student).
+- VGG bases only: ``slim-head`` and ``gap-head`` (the base's convolutions, a new 1024-256 or global
+  average pool head, fine-tuned) and ``dws`` (depthwise-separable VGG-16 distilled from the base).
+
+Each row reports parameters, MACs, file size, CPU latency at batch 1 and 16 (interleaved rounds),
+held-out accuracy and its change vs the base, and the training time spent. The verdict names the
+smallest and the fastest model within 1 point of the base accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["MethodRow", "CompressResult", "compress", "DEFAULT_METHODS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHODS = ("prune:0.3", "prune:0.5", "prune:0.7", "unstructured:0.5", "int8", "prune:0.5+int8",
+                   "distill", "slim-head", "gap-head", "dws")
+
+
+@dataclass
+class MethodRow:
+    method: str
+    params: int
+    macs: int
+    file_bytes: int
+    accuracy: float
+    train_seconds: float
+    latency_ms: dict = field(default_factory=dict)  # batch -> p50 ms
+    note: str = ""
+    artifact: str = ""
+
+
+@dataclass
+class CompressResult:
+    rows: list[MethodRow]
+    base_accuracy: float
+    out_dir: Path
+    verdict: str
+    skipped: list[str]
+
+
+def _fused_summary(model: nn.Module, size: int) -> tuple[int, int]:
+    from ..deploy.reparam import reparameterize
+    from ..models import summarize
+
+    s = summarize(reparameterize(model), size)
+    return s.params, s.macs
+
+
+def _accuracy(fn: Callable, batches, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        pred = torch.cat([torch.as_tensor(fn(x)).float().argmax(1) for x in batches])
+    return (pred == labels).float().mean().item()
+
+
+def _load_backbone(model: nn.Module, state: dict) -> None:
+    """Copy the convolutional trunk (``features.*``) of a VGG state dict, strictly for that part."""
+    trunk = {k: v for k, v in state.items() if k.startswith("features.")}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("features.")}
+    bad = [k for k in own if k not in trunk or trunk[k].shape != own[k].shape]
+    if bad:
+        raise ValueError(f"the trunks differ ({len(bad)} tensors, e.g. {bad[0]})")
+    model.load_state_dict(trunk, strict=False)
+
+
+def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
+             finetune_epochs: int = 5, distill_epochs: int | None = None, out_dir: str | Path | None = None,
+             data: str | None = None, rounds: int = 5) -> CompressResult:
+    """Apply ``methods`` to the best model of ``run_dir`` and measure everything side by side."""
+    import yaml
+
+    from ..deploy.bench import Runner, make_runner, run_bench
+    from ..deploy.export import export_onnx
+    from ..deploy.quantize import quantize_onnx
+    from ..deploy.reparam import reparameterize, verify_equivalence
+    from ..engine.train import train
+    from ..evaluation.evaluate import load_eval_data
+    from ..evaluation.inference import load_inference_model, sample_images
+    from ..models import create_model, load_model, save_checkpoint
+    from .prune import structured_prune, unstructured_prune, weight_sparsity
+
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "compress"
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_inference_model(run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data = data or config["data"]["path"]
+    size = loaded.preprocess.image_size
+    base = load_model(loaded.source)
+    name = base.arch["name"]
+    is_vgg = name.startswith("vgg")
+    payload_meta = {k: v for k, v in torch.load(loaded.source, weights_only=True).items()
+                    if k in ("classes", "preprocess", "config")}
+
+    ev = load_eval_data(loaded, None if data == config["data"]["path"] else data)
+    eval_batches = [loaded.prepare(ev.images[i : i + 64]) for i in range(0, len(ev.labels), 64)]
+    calibration = sample_images(loaded, n=256, split="train")
+    example = calibration[:2] if len(calibration) else torch.randn(2, 3, size, size)
+
+    rows: list[MethodRow] = []
+    runners: dict[str, list[Runner]] = {}
+    skipped: list[str] = []
+
+    def torch_row(method: str, model: nn.Module, seconds: float, note: str = "") -> None:
+        fused = reparameterize(model).float()
+        path = save_checkpoint(fused, out / f"{method.replace(':', '-')}.pt", **payload_meta)
+        params, macs = _fused_summary(model, size)
+        acc = _accuracy(fused, eval_batches, ev.labels)
+        rows.append(MethodRow(method, params, macs, path.stat().st_size, acc, seconds, note=note, artifact=str(path)))
+        runners[method] = [make_runner(fused, method, "eager", "fp32", b, size) for b in (1, 16)]
+
+    def int8_row(method: str, model: nn.Module, seconds: float) -> None:
+        fused = reparameterize(model).float()
+        fp32 = export_onnx(fused, out / f"{method.replace(':', '-').replace('+', '_')}.fp32.onnx", example,
+                           dynamic_batch=True, metadata=payload_meta).path
+        q = quantize_onnx(fp32, fp32.with_name(fp32.name.replace(".fp32.", ".int8.")),
+                          [b.numpy() for b in calibration.split(16)])
+        fp32.unlink()
+        session = load_inference_model(q)
+        params, macs = _fused_summary(model, size)
+        acc = _accuracy(session, eval_batches, ev.labels)
+        rows.append(MethodRow(method, params, macs, q.stat().st_size, acc, seconds,
+                              note="onnxruntime int8 (QDQ, per-channel)", artifact=str(q)))
+        runs = []
+        for b in (1, 16):
+            x = torch.randn(b, 3, size, size).numpy()
+            feed = {session.session.get_inputs()[0].name: x}
+            call = (lambda feed=feed: session.session.run(None, feed))
+            call()
+            runs.append(Runner(method, "onnxruntime", "int8", b, call, macs, params))
+        runners[method] = runs
+
+    def finetune(model: nn.Module, tag: str, epochs: int, teacher: bool = False, from_scratch: bool = False) -> tuple[nn.Module, float]:
+        overrides = {"train.epochs": str(epochs), "train.runs_dir": str(out / "runs"), "train.name": tag,
+                     "train.progress": "false", "data.path": data}
+        if not from_scratch:  # fine-tuning: a gentle schedule from a good starting point
+            overrides.update({"optim.lr": str(float(config["optim"]["lr"]) * 0.1), "schedule.name": "cosine",
+                              "schedule.warmup_epochs": "0"})
+        if teacher:
+            overrides["distill.teacher"] = str(loaded.source)
+        cfg_path = run_dir / "config.yaml"
+        t0 = time.perf_counter()
+        result = train(cfg_path, overrides=overrides, model_instance=model)
+        return load_model(result.best_checkpoint), time.perf_counter() - t0
+
+    torch_row("base", base, 0.0, "the trained model, fused")
+    base_acc = rows[0].accuracy
+    distill_epochs = distill_epochs or 3 * finetune_epochs
+    for method in methods:
+        kind, _, arg = method.partition(":")
+        if method.startswith("prune:") and method.endswith("+int8"):
+            ratio = float(arg.split("+")[0])
+            pruned_method = f"prune:{arg.split('+')[0]}"
+            source = next((r for r in rows if r.method == pruned_method), None)
+            if source is None:
+                pruned, secs = finetune(structured_prune(copy.deepcopy(base).train(), ratio, example), pruned_method, finetune_epochs)
+            else:
+                pruned, secs = load_model(source.artifact), source.train_seconds
+            int8_row(method, pruned, secs)
+        elif kind == "prune":
+            ratio = float(arg)
+            pruned = structured_prune(copy.deepcopy(base).train(), ratio, example)
+            tuned, secs = finetune(pruned, method.replace(":", "-"), finetune_epochs)
+            verify_equivalence(tuned, reparameterize(tuned), example)  # pruned RepVGG still fuses exactly
+            torch_row(method, tuned, secs, f"{ratio:.0%} of channels removed, fine-tuned {finetune_epochs} epochs")
+        elif kind == "unstructured":
+            amount = float(arg or 0.5)
+            sparse = unstructured_prune(copy.deepcopy(base), amount)
+            torch_row(method, sparse, 0.0, f"{weight_sparsity(sparse):.0%} of weights zero; dense kernels: "
+                      "no smaller, no faster")
+        elif kind == "int8":
+            int8_row(method, base, 0.0)
+        elif kind == "distill":
+            if arg:
+                student = create_model(arg, num_classes=len(loaded.classes),
+                                       output_stride=int(config["model"]["output_stride"]))
+                label = arg
+            elif is_vgg:
+                student = create_model("repvgg_a0", num_classes=len(loaded.classes),
+                                       output_stride=int(config["model"]["output_stride"]))
+                label = "repvgg_a0"
+            else:  # the 50%-pruned architecture, freshly initialized
+                student = structured_prune(copy.deepcopy(base).train(), 0.5, example)
+                for m in student.modules():
+                    if hasattr(m, "reset_parameters") and m is not student:
+                        m.reset_parameters()
+                label = f"{name} with 50% of channels"
+            trained, secs = finetune(student, "distill", distill_epochs, teacher=True, from_scratch=True)
+            torch_row(method, trained, secs, f"student {label}, KD from the base, {distill_epochs} epochs")
+        elif kind in ("slim-head", "gap-head", "dws"):
+            if not is_vgg:
+                skipped.append(f"{method}: for VGG bases (this {name} has a GAP head and plain 3x3 convs already)")
+                continue
+            if kind == "dws":
+                student = create_model("vgg16_dws", num_classes=len(loaded.classes), head="gap",
+                                       output_stride=int(config["model"]["output_stride"]))
+                trained, secs = finetune(student, "dws", distill_epochs, teacher=True, from_scratch=True)
+                torch_row(method, trained, secs, f"depthwise-separable VGG-16, KD from the base, {distill_epochs} epochs")
+            else:
+                head = kind.split("-")[0]
+                new = create_model(name, num_classes=len(loaded.classes), head=head,
+                                   output_stride=int(config["model"]["output_stride"]))
+                _load_backbone(new, base.state_dict())
+                tuned, secs = finetune(new, kind, finetune_epochs)
+                torch_row(method, tuned, secs, f"{head} head on the base's convolutions, fine-tuned {finetune_epochs} epochs")
+        else:
+            skipped.append(f"{method}: unknown method")
+    for note in skipped:
+        log.warning("skipped %s", note)
+
+    results = run_bench([r for rs in runners.values() for r in rs], rounds=rounds, min_seconds=0.3)
+    for row in rows:
+        row.latency_ms = {r.batch: r.p50_ms for r in results if r.model == row.method}
+    verdict = _verdict(rows, base_acc)
+    _write(rows, base_acc, out, verdict, skipped, name, data, size)
+    return CompressResult(rows, base_acc, out, verdict, skipped)
+
+
+def _verdict(rows: list[MethodRow], base_acc: float) -> str:
+    ok = [r for r in rows if r.accuracy >= base_acc - 0.01]
+    smallest = min(ok, key=lambda r: r.file_bytes)
+    fastest = min(ok, key=lambda r: r.latency_ms.get(16, float("inf")))
+    base = rows[0]
+    return (f"Within 1 point of the base accuracy ({base_acc:.2%}): smallest is {smallest.method} "
+            f"({smallest.file_bytes / 2**20:.1f} MiB, {base.file_bytes / smallest.file_bytes:.1f}x smaller, "
+            f"{smallest.accuracy:.2%}); fastest is {fastest.method} ({fastest.latency_ms[16]:.1f} ms at batch 16, "
+            f"{base.latency_ms[16] / fastest.latency_ms[16]:.1f}x faster, {fastest.accuracy:.2%}).")
+
+
+def _write(rows, base_acc, out: Path, verdict: str, skipped, name: str, data: str, size: int) -> None:
+    from ..evaluation.plots import _pyplot
+
+    base = rows[0]
+    header = ["method", "params", "GMACs", "file MiB", "latency b1 ms", "latency b16 ms", "speed-up b16",
+              "accuracy", "change", "training s", "note"]
+    table = []
+    for r in rows:
+        table.append([r.method, f"{r.params:,}", f"{r.macs / 1e9:.3f}", f"{r.file_bytes / 2**20:.1f}",
+                      f"{r.latency_ms.get(1, 0):.2f}", f"{r.latency_ms.get(16, 0):.1f}",
+                      f"{base.latency_ms[16] / r.latency_ms[16]:.2f}x" if r.latency_ms.get(16) else "",
+                      f"{r.accuracy:.2%}", f"{r.accuracy - base_acc:+.2%}", f"{r.train_seconds:.0f}", r.note])
+    with (out / "compression.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(table)
+    md = [f"Base: {name} trained on `{data}` at {size} px; accuracy on the held-out split; latency: CPU, "
+          "p50, interleaved rounds (PyTorch eager fp32 for float models, onnxruntime for int8).", "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(row) + " |" for row in table]
+    md += ["", f"**Verdict:** {verdict}"]
+    if skipped:
+        md += ["", "Not applicable here: " + "; ".join(skipped) + "."]
+    (out / "compression.md").write_text("\n".join(md) + "\n")
+    (out / "compression.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for r in rows:
+        ax.scatter(r.latency_ms.get(16, 0), r.accuracy * 100, s=30 + r.file_bytes / 2**20, alpha=0.7)
+        ax.annotate(r.method, (r.latency_ms.get(16, 0), r.accuracy * 100), fontsize=8, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.axhline((base_acc - 0.01) * 100, color="gray", lw=0.8, ls="--", label="base - 1 point")
+    ax.set_xlabel("CPU latency at batch 16 (ms, p50)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title("accuracy vs latency (marker area: file size)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "compression.png")
+    plt.close(fig)
