@@ -30,17 +30,17 @@ def datasets_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, datasets_dir):
-    """A 3-class potato model trained for a few epochs on a small real subset (48 px, ~90% held-out
-    accuracy in ~12 s): the run directory."""
+    """A 3-class potato model trained on a small real subset (60 images per class, 48 px, 10 epochs,
+    ~90%+ held-out accuracy in ~20 s): the run directory."""
     import plainnet
 
     data = tmp_path_factory.mktemp("potato")
     for cls in sorted((datasets_dir / "potato").iterdir()):
         (data / cls.name).mkdir()
-        for f in sorted(cls.iterdir())[:40]:
+        for f in sorted(cls.iterdir())[:60]:
             (data / cls.name / f.name).symlink_to(f)
     runs = tmp_path_factory.mktemp("runs")
-    result = plainnet.train(data=str(data), model="repvgg_a0", epochs=8, overrides={
+    result = plainnet.train(data=str(data), model="repvgg_a0", epochs=10, overrides={
         "train.progress": "false", "train.runs_dir": str(runs), "train.name": "tiny", "data.image_size": "48",
         "model.output_stride": "16", "augment.preset": "rot", "data.cache_dir": str(runs / "cache")})
     return result.run_dir

@@ -36,7 +36,7 @@ def test_metrics_agree_with_a_direct_computation(run, tmp_path):
         probs = model(model.prepare(ev.images)).softmax(1).numpy()
     y = ev.labels.numpy()
     pred = probs.argmax(1)
-    assert m["images"] == len(y) == 24
+    assert m["images"] == len(y) == 36
     assert m["top1"] == pytest.approx((pred == y).mean())
     confusion = np.zeros((3, 3), int)
     np.add.at(confusion, (y, pred), 1)
@@ -55,10 +55,10 @@ def test_metrics_agree_with_a_direct_computation(run, tmp_path):
     for name in ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png", "predictions.csv",
                  "gradcam.png"):
         assert (result.out_dir / name).is_file(), name
-    assert m["misclassified"] == 24 - round(m["top1"] * 24)
+    assert m["misclassified"] == 36 - round(m["top1"] * 36)
     assert (result.out_dir / "misclassified.png").is_file() == (m["misclassified"] > 0)
     rows = list(csv.DictReader((result.out_dir / "predictions.csv").open()))
-    assert len(rows) == 24 and sum(int(r["correct"]) for r in rows) == round(m["top1"] * 24)
+    assert len(rows) == 36 and sum(int(r["correct"]) for r in rows) == round(m["top1"] * 36)
 
 
 def test_fused_model_evaluates_like_the_training_form(run, tmp_path):

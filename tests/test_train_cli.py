@@ -26,7 +26,7 @@ def metrics(run_dir):
 
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    args = [*FAST, "--epochs", "4", "--runs-dir", str(tmp_path)]
+    args = [*FAST, "--epochs", "4", "--runs-dir", str(tmp_path), "--data.image_size", "8"]
     subprocess.run([*PLAINNET, "train", *args, "--name", "straight"], check=True, capture_output=True)
 
     run = tmp_path / "killed"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, demo, evaluate, export, models, predict, quantize, report, summary, train
+from . import bench, compress, demo, distill, evaluate, export, models, predict, prune, quantize, report, summary, train
 from ._common import run_app
 
 app = typer.Typer(
@@ -18,7 +18,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-for module in (models, summary, train, evaluate, predict, report, export, quantize, bench, demo):
+for module in (models, summary, train, evaluate, predict, report, export, quantize, bench, prune, distill,
+               compress, demo):
     module.register(app)
 
 

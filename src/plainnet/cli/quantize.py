@@ -21,10 +21,10 @@ def quantize_command(
     output: Path = typer.Option(None, "--output", "-o", help="Output file (.onnx for ort, .pt2 for pt2e)."),
     calib: Path = typer.Option(None, "--calib", help="Calibration images (default: the run's training images)."),
     method: str = typer.Option("ort", "--method", help="ort (onnxruntime QDQ) or pt2e (torchao + torch.compile)."),
-    calibration: str = typer.Option("percentile", "--calibration", help="minmax, percentile or entropy (ort)."),
+    calibration: str = typer.Option("minmax", "--calibration", help="minmax, percentile or entropy (ort)."),
     calib_images: int = typer.Option(256, "--calib-images"),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (naive)."),
-    quantize_all: bool = typer.Option(False, "--quantize-all", help="Also quantize the first conv and the classifier."),
+    keep_ends_float: bool = typer.Option(False, "--keep-ends-float", help="Keep the first conv and the classifier in float."),
     dynamic_linear: bool = typer.Option(False, "--dynamic-linear", help="Dynamic int8 for fully connected layers."),
     eval_data: str = typer.Option(None, "--eval", help="Labelled images to compare on (default: held-out split)."),
 ) -> None:
@@ -57,7 +57,7 @@ def quantize_command(
         fp32_bytes = fp32_path.stat().st_size
         if method == "ort":
             options = QuantOptions(per_channel=not per_tensor, calibration=calibration,
-                                   keep_ends_float=not quantize_all, dynamic_linear=dynamic_linear)
+                                   keep_ends_float=keep_ends_float, dynamic_linear=dynamic_linear)
             quantize_onnx(fp32_path, output, [b.numpy() for b in calibration_x.split(16)], options)
             int8 = load_inference_model(output)
             int8_bytes = output.stat().st_size

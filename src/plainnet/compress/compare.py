@@ -156,8 +156,8 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
         if not from_scratch:  # fine-tuning: a gentle schedule from a good starting point
             overrides.update({"optim.lr": str(float(config["optim"]["lr"]) * 0.1), "schedule.name": "cosine",
                               "schedule.warmup_epochs": "0"})
-        if teacher:
-            overrides["distill.teacher"] = str(loaded.source)
+        if teacher:  # the teacher's soft targets replace label smoothing
+            overrides.update({"distill.teacher": str(loaded.source), "train.label_smoothing": "0.0"})
         cfg_path = run_dir / "config.yaml"
         t0 = time.perf_counter()
         result = train(cfg_path, overrides=overrides, model_instance=model)

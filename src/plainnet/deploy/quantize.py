@@ -2,16 +2,18 @@
 
 - ``ort``: static quantization of the fused ONNX model with onnxruntime (QDQ format, per-channel
   weights, activations calibrated on real images by min-max, percentile or entropy); measured 3.5x
-  faster than eager fp32 for fused RepVGG-A0 here (DESIGN.md). Sensitive layers (by default the first
-  convolution, which sees raw pixels, and the classifier) can stay in float.
+  faster than eager fp32 for fused RepVGG-A0 here. Sensitive layers (the first convolution, which sees
+  raw pixels, and the classifier) can be kept in float.
 - ``dynamic``: dynamic int8 for fully connected layers only (VGG's 4096-wide head holds ~90% of its
   weights), with no calibration.
 - ``pt2e``: torchao's PT2E flow with ``X86InductorQuantizer``; fast only under ``torch.compile``.
   ``torch.ao.quantization`` (eager/FX) is deprecated and not used.
 
 Why RepVGG needs care: fusing 3x3, 1x1 and identity branches gives kernels whose per-output-channel
-ranges differ widely, so one scale per tensor wastes most of the int8 grid; per-channel weight scales
-and percentile/entropy activation ranges are what keep int8 close to fp32 (see docs/benchmarks.md).
+ranges differ widely, so one scale per tensor wastes most of the int8 grid. Measured on a CIFAR-10
+RepVGG-A0 (docs/benchmarks.md): per-tensor int8 lost 3.3 points, per-channel weights 0.05; percentile or
+entropy calibration and float first/last layers did not help further and cost speed, so the default is
+per-channel weights, min-max activations, every layer int8.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ log = logging.getLogger(__name__)
 class QuantOptions:
     per_channel: bool = True
     #: ``minmax``, ``percentile`` or ``entropy``.
-    calibration: str = "percentile"
+    calibration: str = "minmax"
     #: Keep the first convolution and the classifier in float.
-    keep_ends_float: bool = True
+    keep_ends_float: bool = False
     #: Fully connected layers get dynamic int8 (weights int8, activations quantized per call) instead of
     #: static; for VGG's large head.
     dynamic_linear: bool = False
