@@ -189,3 +189,21 @@ def test_pretrained_from_hub_cache_with_new_head(tmp_path, monkeypatch):
     torch.testing.assert_close(model.features[0].weight, imagenet.features[0].weight)
     torch.testing.assert_close(model.classifier[3].weight, imagenet.classifier[3].weight)
     assert model.classifier[6].out_features == 3
+
+
+def test_an_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from plainnet.models.weights import atomic_torch_save
+
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial")
+        raise KeyboardInterrupt  # what a kill during the write looks like from inside
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind

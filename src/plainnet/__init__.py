@@ -29,7 +29,23 @@ _EXPORTS = {
     "RunConfig": "plainnet.engine.config",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FeatureExtractor",
+    "PlainnetError",
+    "RunConfig",
+    "build_report",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "load_inference_model",
+    "load_model",
+    "load_weights",
+    "reparameterize",
+    "save_checkpoint",
+    "summarize",
+    "train",
+    "verify_equivalence",
+]
 
 
 def __getattr__(name: str):

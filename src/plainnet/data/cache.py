@@ -102,9 +102,9 @@ def _build(samples, side, array_path: Path, manifest_path: Path, threads: int | 
     pixels = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.uint8, shape=(len(samples), side, side, 3))
     bad: list[list[str]] = []
 
-    def decode(i: int):
+    def decode(i: int, out: np.ndarray = pixels):
         try:
-            pixels[i] = load_rgb_array(samples[i].path, side)
+            out[i] = load_rgb_array(samples[i].path, side)
         except BadImageError as e:
             return [str(samples[i].path), e.reason]
         return None

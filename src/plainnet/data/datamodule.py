@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import lightning as L
 import numpy as np

@@ -102,13 +102,7 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, me
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata or {})
     onnx.save(proto, str(path))
-    session = ort_session(path)
-    run = ort_callable(session)
-    one_by_one = (lambda x: torch.cat([run(x[i : i + 1]) for i in range(len(x))])) if not dynamic_batch else run
-    try:
-        parity = verify_equivalence(fused, one_by_one, example, rtol=rtol)
-    except EquivalenceError as e:
-        raise EquivalenceError(f"the ONNX export differs from PyTorch: {e}") from None
+    parity = _check(fused, ort_callable(ort_session(path)), example, dynamic_batch, rtol, "ONNX")
     return ExportResult(path, "onnx", parity, onnx_op_histogram(path))
 
 
@@ -122,13 +116,19 @@ def export_pt2(model: nn.Module, path: str | Path, example: torch.Tensor, *, met
     program = torch.export.export(fused, (x,), dynamic_shapes=_dynamic(dynamic_batch), strict=False)
     info = {**(metadata or {}), "fixed_batch": None if dynamic_batch else 1}
     torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(info)})
-    loaded = torch.export.load(str(path)).module()
-    one_by_one = (lambda x: torch.cat([loaded(x[i : i + 1]) for i in range(len(x))])) if not dynamic_batch else loaded
-    try:
-        parity = verify_equivalence(fused, one_by_one, example, rtol=rtol)
-    except EquivalenceError as e:
-        raise EquivalenceError(f"the .pt2 export differs from PyTorch: {e}") from None
+    parity = _check(fused, torch.export.load(str(path)).module(), example, dynamic_batch, rtol, ".pt2")
     return ExportResult(path, "pt2", parity, pt2_op_histogram(program))
+
+
+def _check(fused: nn.Module, exported, example: torch.Tensor, dynamic_batch: bool, rtol: float,
+           label: str) -> Equivalence:
+    """Compare the reloaded export with PyTorch on every example image (one at a time when the export
+    has a fixed batch of 1)."""
+    run = exported if dynamic_batch else (lambda x: torch.cat([exported(x[i : i + 1]) for i in range(len(x))]))
+    try:
+        return verify_equivalence(fused, run, example, rtol=rtol)
+    except EquivalenceError as e:
+        raise EquivalenceError(f"the {label} export differs from PyTorch: {e}") from None
 
 
 def read_pt2(path: str | Path) -> tuple[nn.Module, dict]:

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import torch
 
 from ..data.folder import Splits
 from ..errors import ConfigError
-from .config import AUTO, RunConfig, apply_overrides, config_from_dict, load_config, save_config
+from .config import RunConfig, apply_overrides, config_from_dict, load_config, save_config
 
 __all__ = ["TrainResult", "train", "load_data", "data_facts"]
 
