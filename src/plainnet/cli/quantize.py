@@ -33,8 +33,8 @@ def quantize_command(
 
     from ..deploy.bench import Runner, make_runner, run_bench
     from ..deploy.compare import compare_on
-    from ..deploy.export import export_onnx
-    from ..deploy.quantize import QuantOptions, quantize_onnx, quantize_pt2e
+    from ..deploy.export import batch_shapes, export_onnx
+    from ..deploy.quantize import QuantOptions, compile_int8, quantize_onnx, quantize_pt2e
     from ..deploy.reparam import reparameterize
     from ..evaluation.evaluate import load_eval_data
     from ..evaluation.inference import load_inference_model
@@ -62,12 +62,13 @@ def quantize_command(
             int8 = load_inference_model(output)
             int8_bytes = output.stat().st_size
         else:
-            qmodel = quantize_pt2e(fused, calibration_x[:1], list(calibration_x.split(16)), compile=False)
-            program = torch.export.export(qmodel, (calibration_x[:1],), strict=False)
-            pt2_meta = {**meta, "quantization": "torchao-pt2e-int8 (X86InductorQuantizer)", "fixed_batch": 1}
+            qmodel = quantize_pt2e(fused, calibration_x[:2], list(calibration_x.split(16)), compile=False)
+            program = torch.export.export(qmodel, (calibration_x[:2].clone(),), dynamic_shapes=batch_shapes(),
+                                          strict=False)
+            pt2_meta = {**meta, "quantization": "torchao-pt2e-int8 (X86InductorQuantizer)", "fixed_batch": None}
             torch.export.save(program, str(output), extra_files={"plainnet.json": json.dumps(pt2_meta)})
             int8 = load_inference_model(output)
-            int8.module = torch.compile(int8.module)
+            int8.module = compile_int8(int8.module)
             int8_bytes = output.stat().st_size
 
         ev = load_eval_data(loaded, eval_data)

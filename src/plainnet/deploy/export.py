@@ -77,7 +77,8 @@ def _prepare(model: nn.Module) -> nn.Module:
     return fused.float().to("cpu").to(memory_format=torch.contiguous_format)
 
 
-def _dynamic(dynamic_batch: bool):
+def batch_shapes(dynamic_batch: bool = True):
+    """``dynamic_shapes`` for a one-input model: a free batch dimension, or ``None`` for a fixed one."""
     if not dynamic_batch:
         return None
     return ({0: torch.export.Dim("batch", min=1, max=4096)},)
@@ -95,7 +96,7 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, me
     x = example[:1] if not dynamic_batch else example
     try:
         torch.onnx.export(fused, (x,), str(path), dynamo=True, input_names=["image"], output_names=["logits"],
-                          dynamic_shapes=_dynamic(dynamic_batch), verbose=False)
+                          dynamic_shapes=batch_shapes(dynamic_batch), verbose=False)
     except Exception as e:  # the exporter raises many types; the user needs the first line
         raise PlainnetError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]}") from None
     proto = onnx.load(str(path))
@@ -112,8 +113,8 @@ def export_pt2(model: nn.Module, path: str | Path, example: torch.Tensor, *, met
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fused = _prepare(model)
-    x = example if dynamic_batch else example[:1]
-    program = torch.export.export(fused, (x,), dynamic_shapes=_dynamic(dynamic_batch), strict=False)
+    x = (example if dynamic_batch else example[:1]).clone()  # a view would save its whole storage
+    program = torch.export.export(fused, (x,), dynamic_shapes=batch_shapes(dynamic_batch), strict=False)
     info = {**(metadata or {}), "fixed_batch": None if dynamic_batch else 1}
     torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(info)})
     parity = _check(fused, torch.export.load(str(path)).module(), example, dynamic_batch, rtol, ".pt2")
