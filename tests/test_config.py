@@ -76,6 +76,10 @@ def test_auto_recipe_for_small_images_and_plain_vgg():
     vgg, notes = resolve(apply_overrides(RunConfig(), {"model.name": "vgg16"}), digits, CPU)
     assert vgg.optim.lr == pytest.approx(0.01) and vgg.schedule.warmup_epochs >= 2
     assert vgg.model.drop_rate == 0.5
+    # BN but 4096-wide fully connected layers: 0.1 diverged on potato, so 0.01; a GAP head keeps 0.1
+    bn_fc, _ = resolve(apply_overrides(RunConfig(), {"model.name": "vgg11_bn"}), digits, CPU)
+    bn_gap, _ = resolve(apply_overrides(RunConfig(), {"model.name": "vgg11_bn", "model.head": "gap"}), digits, CPU)
+    assert bn_fc.optim.lr == pytest.approx(0.01) and bn_gap.optim.lr == pytest.approx(0.1)
     explicit = apply_overrides(RunConfig(), {"data.image_size": "48", "optim.lr": "0.2"})
     kept, _ = resolve(explicit, digits, CPU)
     assert kept.data.image_size == 48 and kept.optim.lr == 0.2  # explicit values are never replaced

@@ -102,6 +102,16 @@ def test_resume_of_a_non_run_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "not a plainnet run directory" in proc.stderr
 
 
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    runs = tmp_path / "runs"
+    proc = subprocess.run([*PLAINNET, "train", *FAST, "--epochs", "3", "--optim.lr", "1e8", "--model.name",
+                           "vgg11", "--train.precision", "fp32", "--runs-dir", str(runs), "--name", "nan"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "training diverged" in proc.stderr and "--optim.lr" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (runs / "nan" / "results.json").exists()  # no scores from NaN weights
+
+
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):
     """README's main command: digits, >= 97% on the held-out split, fused model verified equal."""

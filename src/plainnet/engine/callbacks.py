@@ -2,6 +2,8 @@
 
 - :class:`AtomicCheckpointIO` writes Lightning checkpoints beside their destination and renames them
   into place, so ``kill -9`` during a save never corrupts the last good checkpoint.
+- :class:`DivergenceGuard` stops a run whose training loss is no longer finite, with an error that says
+  what to change, before a NaN epoch overwrites the last good checkpoint.
 - :class:`RunRecorder` keeps the per-epoch history (restored on resume, so no epoch is counted twice),
   rewrites ``metrics.csv`` and ``curves.png`` each epoch, and saves ``best.pt`` / ``last.pt`` as plainnet
   checkpoints (architecture, weights, class names, preprocessing) that evaluate, predict and export read.
@@ -20,9 +22,10 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ..errors import PlainnetError
 from ..models.weights import atomic_torch_save, save_checkpoint
 
-__all__ = ["AtomicCheckpointIO", "RunRecorder"]
+__all__ = ["AtomicCheckpointIO", "DivergenceGuard", "RunRecorder"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,22 @@ log = logging.getLogger(__name__)
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         atomic_torch_save(checkpoint, path)
+
+
+class DivergenceGuard(L.Callback):
+    """Raise :class:`PlainnetError` at the first step whose loss is NaN or infinite."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss.detach()).all():
+            raise PlainnetError(
+                f"training diverged: the loss became {loss.item()} at epoch {trainer.current_epoch}, step "
+                f"{batch_idx}; lower the learning rate (--optim.lr, now {self.lr:g}) or clip gradients "
+                "(--train.grad_clip 1.0). Checkpoints of the finished epochs are kept.")
 
 
 class RunRecorder(L.Callback):

@@ -77,8 +77,12 @@ def detect_machine() -> Machine:
                    cores=os.cpu_count() or 1, memory_bytes=memory)
 
 
+def _is_vgg(name: str) -> bool:
+    return name.removeprefix("torchvision.").startswith("vgg")
+
+
 def _is_plain_vgg(name: str) -> bool:
-    return name.startswith("vgg") and "_bn" not in name and not name.endswith("_dws")
+    return _is_vgg(name) and "_bn" not in name and not name.endswith("_dws")
 
 
 def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConfig, list[str]]:
@@ -138,15 +142,20 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
     d = pick(d, "workers", 0 if d.cache == "memory" else min(8, machine.cores), "augmentation runs batched")
 
     plain_vgg = _is_plain_vgg(m.name)
+    fc_vgg = _is_vgg(m.name) and m.head != "gap"
     finetune = bool(m.pretrained)
     base_lr = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}.get(o.name, 0.1)
-    if plain_vgg:
-        base_lr *= 0.1  # no BN: the classic VGG diverges or stalls at 0.1
+    if plain_vgg or fc_vgg:
+        # No BN, or 4096-wide fully connected layers without BN: at 0.1 these diverge (measured: vgg11_bn
+        # on potato reached NaN in epoch 2); 0.01 is the VGG paper's rate.
+        base_lr *= 0.1
     if finetune:
         base_lr *= 0.1
     base_lr *= int(d.batch_size) / 64 if o.name == "sgd" else 1.0
-    o = pick(o, "lr", round(base_lr, 6), ("plain VGG without BN needs a lower rate; " if plain_vgg else "")
-             + ("fine-tuning; " if finetune else "") + f"{o.name} at batch {d.batch_size}")
+    why = "plain VGG without BN needs a lower rate; " if plain_vgg else (
+        "VGG's fully connected head needs a lower rate; " if fc_vgg else "")
+    o = pick(o, "lr", round(base_lr, 6), why + ("fine-tuning; " if finetune else "") + f"{o.name} at batch "
+             f"{d.batch_size}")
     if t.epochs == AUTO:
         if gpu:
             epochs, why = 30, "GPU default"

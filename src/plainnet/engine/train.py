@@ -296,7 +296,7 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
          model_instance=None) -> TrainResult:
     from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
     from ..data.datamodule import ImageDataModule, Preprocess
-    from .callbacks import RunRecorder
+    from .callbacks import DivergenceGuard, RunRecorder
     from .scoring import score_datamodule
     from .task import ClassificationTask
 
@@ -335,7 +335,8 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     meta = {"classes": classes, "preprocess": dm.preprocess.to_dict(), "config": asdict(cfg)}
     recorder = RunRecorder(run_dir, meta, monitor=cfg.train.monitor,
                            mode="min" if cfg.train.monitor.endswith("loss") else "max")
-    trainer = _trainer(cfg, run_dir, [recorder], max_epochs=int(cfg.train.epochs))
+    guard = DivergenceGuard(float(cfg.optim.lr))
+    trainer = _trainer(cfg, run_dir, [guard, recorder], max_epochs=int(cfg.train.epochs))
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
         raise KeyboardInterrupt
