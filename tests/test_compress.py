@@ -107,6 +107,8 @@ def test_compress_vgg_heads_and_depthwise(tmp_path):
     assert set(rows) == {"base", "slim-head", "gap-head", "dws"}
     assert rows["gap-head"].params < rows["slim-head"].params < rows["base"].params
     assert rows["dws"].macs < rows["base"].macs
+    again = compress(base.run_dir, methods=["gap-head"], finetune_epochs=1, out_dir=tmp_path / "out", rounds=1)
+    assert [r.method for r in again.rows] == ["base", "gap-head"]  # a repeat replaces the earlier runs
 
 
 def test_prune_cli(tiny_run, tmp_path):

@@ -21,6 +21,7 @@ import copy
 import csv
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +84,13 @@ def _load_backbone(model: nn.Module, state: dict) -> None:
     model.load_state_dict(trunk, strict=False)
 
 
+def _clear_previous_runs(runs: Path) -> None:
+    """A repeated ``compress`` replaces its earlier fine-tuning runs; a folder holding anything but
+    plainnet runs is left alone (and the first clashing run name then fails with a clear error)."""
+    if runs.is_dir() and all((child / "config.yaml").is_file() for child in runs.iterdir()):
+        shutil.rmtree(runs)
+
+
 def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
              finetune_epochs: int = 5, distill_epochs: int | None = None, out_dir: str | Path | None = None,
              data: str | None = None, rounds: int = 5) -> CompressResult:
@@ -102,6 +110,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "compress"
     out.mkdir(parents=True, exist_ok=True)
+    _clear_previous_runs(out / "runs")
     loaded = load_inference_model(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     data = data or config["data"]["path"]
