@@ -207,7 +207,6 @@ class _FrozenCompiled(nn.Module):
 
     def __init__(self, module: nn.Module):
         super().__init__()
-        self.module = module
         self.compiled = torch.compile(module)
 
     @torch.no_grad()
