@@ -26,6 +26,8 @@ def quantize_command(
     per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (naive)."),
     keep_ends_float: bool = typer.Option(False, "--keep-ends-float", help="Keep the first conv and the classifier in float."),
     dynamic_linear: bool = typer.Option(False, "--dynamic-linear", help="Dynamic int8 for fully connected layers."),
+    reduce_range: bool = typer.Option(None, "--reduce-range/--full-range", help="7-bit weights, for x86 CPUs "
+                                      "without VNNI (default: chosen for this CPU)."),
     eval_data: str = typer.Option(None, "--eval", help="Labelled images to compare on (default: held-out split)."),
 ) -> None:
     """Quantize MODEL to int8 and report size, latency (batch 1 and 16) and accuracy vs fp32."""
@@ -57,7 +59,8 @@ def quantize_command(
         fp32_bytes = fp32_path.stat().st_size
         if method == "ort":
             options = QuantOptions(per_channel=not per_tensor, calibration=calibration,
-                                   keep_ends_float=keep_ends_float, dynamic_linear=dynamic_linear)
+                                   keep_ends_float=keep_ends_float, dynamic_linear=dynamic_linear,
+                                   reduce_range=reduce_range)
             quantize_onnx(fp32_path, output, [b.numpy() for b in calibration_x.split(16)], options)
             int8 = load_inference_model(output)
             int8_bytes = output.stat().st_size

@@ -15,6 +15,11 @@ ranges differ widely, so one scale per tensor wastes most of the int8 grid. Meas
 RepVGG-A0 (docs/benchmarks.md): per-tensor int8 lost 3.3 points, per-channel weights 0.05; percentile or
 entropy calibration and float first/last layers did not help further and cost speed, so the default is
 per-channel weights, min-max activations, every layer int8.
+
+Why the CPU matters: on x86 CPUs without VNNI (AMD Zen 2/3, Intel before Ice Lake), onnxruntime's
+u8 x s8 kernels add pairs of products in a saturating int16 and clip large sums; there the weights are
+quantized to 7 bits (``reduce_range``), which keeps every pair sum in range at the same speed (same
+kernels, smaller values). See :func:`plainnet.cpu.int8_pairs_saturate` and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ class QuantOptions:
     #: Fully connected layers get dynamic int8 (weights int8, activations quantized per call) instead of
     #: static; for VGG's large head.
     dynamic_linear: bool = False
+    #: 7-bit weights, for x86 CPUs without VNNI whose int8 kernels saturate; ``None``: decide from this
+    #: CPU (:func:`plainnet.cpu.int8_pairs_saturate`).
+    reduce_range: bool | None = None
+
+    def resolved_reduce_range(self) -> bool:
+        from ..cpu import int8_pairs_saturate
+
+        return int8_pairs_saturate() if self.reduce_range is None else self.reduce_range
 
 
 NAIVE = QuantOptions(per_channel=False, calibration="minmax", keep_ends_float=False)
@@ -102,6 +115,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: Iter
     if options.calibration not in methods:
         raise ValueError(f"calibration must be one of {', '.join(methods)}")
     out_path = Path(out_path)
+    reduce_range = options.resolved_reduce_range()
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(_without_value_info(fp32_path, Path(tmp) / "in.onnx")), str(prepared),
@@ -118,33 +132,40 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: Iter
         quantize_static(
             str(prepared), str(static_out), _Reader(name, calibration), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=ops,
-            per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=methods[options.calibration],
+            per_channel=options.per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=methods[options.calibration],
             nodes_to_exclude=sensitive_nodes(prepared) if options.keep_ends_float else None,
             extra_options=extra)
         if options.dynamic_linear:
             from onnxruntime.quantization import quantize_dynamic
 
             quantize_dynamic(str(static_out), str(out_path), op_types_to_quantize=["MatMul", "Gemm"],
-                             weight_type=QuantType.QInt8, per_channel=True)
-    _copy_metadata(fp32_path, out_path, {"quantization": f"ort-static-int8 ({options.calibration}, "
-                                         f"{'per-channel' if options.per_channel else 'per-tensor'}"
-                                         f"{', dynamic linear' if options.dynamic_linear else ''})"})
+                             weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range)
+    _copy_metadata(fp32_path, out_path, {
+        "quantization": f"ort-static-int8 ({options.calibration}, "
+                        f"{'per-channel' if options.per_channel else 'per-tensor'}"
+                        f"{', dynamic linear' if options.dynamic_linear else ''}"
+                        f"{', 7-bit weights' if reduce_range else ''})",
+        "int8_weight_bits": 7 if reduce_range else 8})
     return out_path
 
 
-def quantize_dynamic_linear(fp32_path: str | Path, out_path: str | Path) -> Path:
-    """Dynamic int8 for the fully connected layers only (weights int8, activations quantized on the fly)."""
+def quantize_dynamic_linear(fp32_path: str | Path, out_path: str | Path, reduce_range: bool | None = None) -> Path:
+    """Dynamic int8 for the fully connected layers only (weights int8, activations quantized on the fly);
+    ``reduce_range`` as in :class:`QuantOptions`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    reduce_range = QuantOptions(reduce_range=reduce_range).resolved_reduce_range()
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(_without_value_info(fp32_path, Path(tmp) / "in.onnx")), str(prepared),
                           skip_symbolic_shape=True)
         quantize_dynamic(str(prepared), str(out_path), op_types_to_quantize=["MatMul", "Gemm"],
-                         weight_type=QuantType.QInt8, per_channel=True)
-    _copy_metadata(fp32_path, out_path, {"quantization": "ort-dynamic-int8 (linear layers)"})
+                         weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range)
+    _copy_metadata(fp32_path, out_path, {
+        "quantization": f"ort-dynamic-int8 (linear layers{', 7-bit weights' if reduce_range else ''})",
+        "int8_weight_bits": 7 if reduce_range else 8})
     return Path(out_path)
 
 
@@ -207,7 +228,7 @@ class _FrozenCompiled(nn.Module):
 
     def __init__(self, module: nn.Module):
         super().__init__()
-        self.compiled = torch.compile(module)
+        self.compiled = torch.compile(module, dynamic=True)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

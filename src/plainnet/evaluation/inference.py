@@ -8,6 +8,7 @@ an exported ONNX file (class names and preprocessing in its metadata). The user 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from ..data.datamodule import Preprocess
 from ..errors import WeightsError
 
 __all__ = ["InferenceModel", "load_inference_model", "read_image", "resolve_checkpoint", "sample_images"]
+
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -115,6 +118,13 @@ def _load_onnx(source: Path) -> InferenceModel:
         raise WeightsError(f"{source} carries no plainnet metadata (class names, preprocessing): export it "
                            "with plainnet export")
     info = json.loads(meta["plainnet"])
+    if info.get("quantization", "").startswith("ort-") and info.get("int8_weight_bits", 8) == 8:
+        from ..cpu import int8_pairs_saturate
+
+        if int8_pairs_saturate():
+            log.warning("%s has 8-bit int8 weights, quantized for CPUs with VNNI; this CPU has no VNNI, so its "
+                        "int8 kernels can saturate and lose accuracy: quantize it again on this machine "
+                        "(plainnet quantize picks 7-bit weights here)", source)
     batch_dim = session.get_inputs()[0].shape[0]
     return InferenceModel(classes=list(info["classes"]), preprocess=Preprocess.from_dict(info["preprocess"]),
                           source=source, form="onnx", session=session, config=info.get("config"),
