@@ -13,21 +13,24 @@ from ._common import console, quiet_lightning
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_command)
+    app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(demo_command)
 
 
 def demo_command(
+    ctx: typer.Context,
     model: str = typer.Option("repvgg_a0", "--model", "-m"),
     epochs: int = typer.Option(15, "--epochs", "-e"),
     runs_dir: str = typer.Option("runs", "--runs-dir"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train MODEL on the bundled digits, score the held-out 20%, fuse it and check the fused model."""
+    """Train MODEL on the bundled digits, score the held-out 20%, fuse it and check the fused model
+    (training options can be overridden as with train: --section.key VALUE)."""
     import torch
     from rich.table import Table
 
     from .. import load_model, reparameterize, save_checkpoint, summarize, verify_equivalence
     from ..data.datamodule import ImageDataModule, Preprocess
+    from ..engine.config import parse_override_args
     from ..engine.train import load_data, train
     from ..engine.scoring import score_datamodule
 
@@ -38,7 +41,9 @@ def demo_command(
     result = train(overrides={
         "data.path": "digits", "model.name": model, "train.epochs": str(epochs),
         "augment.preset": "shift", "augment.tta": "none",  # digits are not mirror-symmetric
-        "train.runs_dir": runs_dir, "train.name": f"demo-{stamp}"})
+        # at their native 8 px: 98.6% held-out in 2.5x less time than the recipe's 2x upsampling (99.4%)
+        "data.image_size": "8",
+        "train.runs_dir": runs_dir, "train.name": f"demo-{stamp}", **parse_override_args(list(ctx.args))})
 
     console.rule("[bold]2. re-parameterize the best weights and verify on the held-out images")
     best = load_model(result.best_checkpoint)

@@ -93,8 +93,9 @@ def _clear_previous_runs(runs: Path) -> None:
 
 def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
              finetune_epochs: int = 5, distill_epochs: int | None = None, out_dir: str | Path | None = None,
-             data: str | None = None, rounds: int = 5) -> CompressResult:
-    """Apply ``methods`` to the best model of ``run_dir`` and measure everything side by side."""
+             data: str | None = None, rounds: int = 5, min_seconds: float = 0.3) -> CompressResult:
+    """Apply ``methods`` to the best model of ``run_dir`` and measure everything side by side (latency:
+    ``rounds`` interleaved rounds, each timing every model for about ``min_seconds``)."""
     import yaml
 
     from ..deploy.bench import Runner, make_runner, run_bench
@@ -237,7 +238,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
     for note in skipped:
         log.warning("skipped %s", note)
 
-    results = run_bench([r for rs in runners.values() for r in rs], rounds=rounds, min_seconds=0.3)
+    results = run_bench([r for rs in runners.values() for r in rs], rounds=rounds, min_seconds=min_seconds)
     for row in rows:
         row.latency_ms = {r.batch: r.p50_ms for r in results if r.model == row.method}
     verdict = _verdict(rows, base_acc)

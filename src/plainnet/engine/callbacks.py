@@ -5,8 +5,10 @@
 - :class:`DivergenceGuard` stops a run whose training loss is no longer finite, with an error that says
   what to change, before a NaN epoch overwrites the last good checkpoint.
 - :class:`RunRecorder` keeps the per-epoch history (restored on resume, so no epoch is counted twice),
-  rewrites ``metrics.csv`` and ``curves.png`` each epoch, and saves ``best.pt`` / ``last.pt`` as plainnet
-  checkpoints (architecture, weights, class names, preprocessing) that evaluate, predict and export read.
+  rewrites ``metrics.csv`` each epoch and ``curves.png`` every ``plot_every_s`` seconds and at the end,
+  and saves ``best.pt`` (when the monitored metric improves) and ``last.pt`` (when training ends) as
+  plainnet checkpoints (architecture, weights, class names, preprocessing) that evaluate, predict and
+  export read.
 """
 
 from __future__ import annotations
@@ -58,10 +60,15 @@ class RunRecorder(L.Callback):
         run_dir: the run directory.
         meta: stored in every plainnet checkpoint (class names, preprocessing, config...).
         monitor: the metric that decides ``best.pt`` (e.g. ``val/acc``); ``mode`` max or min.
+        plot_every_s: redraw ``curves.png`` during training at most this often (drawing takes ~0.4 s,
+            as long as a whole epoch of a small dataset); it is always drawn when training ends.
     """
 
-    def __init__(self, run_dir: Path, meta: dict, monitor: str = "val/acc", mode: str = "max") -> None:
+    def __init__(self, run_dir: Path, meta: dict, monitor: str = "val/acc", mode: str = "max",
+                 plot_every_s: float = 30.0) -> None:
         self.run_dir, self.meta, self.monitor, self.mode = Path(run_dir), meta, monitor, mode
+        self.plot_every_s = plot_every_s
+        self._last_plot = time.perf_counter()
         self.history: list[dict[str, float]] = []
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -86,6 +93,7 @@ class RunRecorder(L.Callback):
         # Already global (images x processes) or the same on every process: logged once, from rank 0.
         pl_module.log("train/img_s", pl_module.epoch_images * trainer.world_size / max(training, 1e-6),
                       rank_zero_only=True)
+        pl_module.log("train/train_time", training, rank_zero_only=True)
         pl_module.log("train/epoch_time", elapsed, rank_zero_only=True)
         pl_module.log("lr", trainer.optimizers[0].param_groups[-1]["lr"], rank_zero_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
@@ -99,14 +107,27 @@ class RunRecorder(L.Callback):
         if improved:
             self.best, self.best_epoch = value, trainer.current_epoch
         if trainer.is_global_zero:
-            model = pl_module.eval_model
-            meta = {**self.meta, "epoch": trainer.current_epoch, "metrics": metrics}
-            save_checkpoint(model, self.run_dir / "last.pt", **meta)
             if improved:
-                save_checkpoint(model, self.run_dir / "best.pt", **meta)
-            self.write_metrics()
+                save_checkpoint(pl_module.eval_model, self.run_dir / "best.pt", **self._meta(trainer.current_epoch))
+            self.write_metrics(plot=time.perf_counter() - self._last_plot >= self.plot_every_s)
 
-    def write_metrics(self) -> None:
+    def _meta(self, epoch: int) -> dict:
+        row = next(h for h in self.history if h["epoch"] == epoch)
+        return {**self.meta, "epoch": epoch, "metrics": {k: v for k, v in row.items() if k != "epoch"}}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # last.pt once, when training ends: rewriting it every epoch cost as much as a small epoch
+        # (checkpoints/last.ckpt is what --resume continues from).
+        if trainer.is_global_zero and self.history:
+            save_checkpoint(pl_module.eval_model, self.run_dir / "last.pt", **self._meta(self.history[-1]["epoch"]))
+            self.write_metrics(plot=True)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # The weights may be what failed (a NaN loss): keep the metrics and curves, write no checkpoint.
+        if trainer.is_global_zero and self.history:
+            self.write_metrics(plot=True)
+
+    def write_metrics(self, plot: bool = True) -> None:
         from ..evaluation.plots import plot_curves
 
         keys: list[str] = []
@@ -118,6 +139,9 @@ class RunRecorder(L.Callback):
             writer.writeheader()
             writer.writerows(self.history)
         tmp.replace(self.run_dir / "metrics.csv")
+        if not plot:
+            return
+        self._last_plot = time.perf_counter()
         try:
             plot_curves(self.history, self.run_dir / "curves.png")
         except Exception as e:  # a plotting problem must never stop training

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..deploy.reparam import reparameterize
 from .config import DistillConfig, OptimConfig, ScheduleConfig
 
 __all__ = ["ClassificationTask", "param_groups", "distillation_loss"]
@@ -87,13 +88,15 @@ class ClassificationTask(L.LightningModule):
         backbone_lr_scale, head_name, frozen: fine-tuning options.
         seed: reseeds the global RNG at each epoch start (dropout, MixUp), so a resumed run repeats
             the interrupted epoch exactly.
+        fuse_for_eval: validate a re-parameterized copy of the weights (faster; off for compiled models).
     """
 
     def __init__(self, model: nn.Module, *, num_classes: int, optim: OptimConfig, schedule: ScheduleConfig,
                  lr: float, epochs: int, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None,
                  ema_decay: float = 0.0, teacher: nn.Module | None = None,
                  distill: DistillConfig | None = None, backbone_lr_scale: float = 1.0,
-                 head_name: str | None = None, frozen: list[str] | tuple[str, ...] = (), seed: int = 0) -> None:
+                 head_name: str | None = None, frozen: list[str] | tuple[str, ...] = (), seed: int = 0,
+                 fuse_for_eval: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters({
             "num_classes": num_classes, "optim": asdict(optim), "schedule": asdict(schedule), "lr": lr,
@@ -115,6 +118,8 @@ class ClassificationTask(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
+        self.fuse_for_eval = fuse_for_eval
+        self._val_model: nn.Module | None = None
         self.epoch_start = 0.0
         self.epoch_images = 0  # images this process trained on in the current epoch
         self.train_seconds: float | None = None  # the epoch's training time, before its validation
@@ -166,12 +171,19 @@ class ClassificationTask(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        if self.trainer.training and self.train_seconds is None:
+        # (during fit's validation ``trainer.training`` is already False: ask what is being run instead)
+        if self.trainer.state.fn == "fit" and self.train_seconds is None:
             self.train_seconds = time.perf_counter() - self.epoch_start
+        # Validate the fused copy of the weights: the same function, at deploy-form speed (a RepVGG
+        # block's three branches run as one 3x3 conv). A compiled model is validated as it is.
+        self._val_model = reparameterize(self.eval_model) if self.fuse_for_eval else self.eval_model
+
+    def on_validation_epoch_end(self) -> None:
+        self._val_model = None
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.eval_model(x).float()
+        logits = (self._val_model or self.eval_model)(x).float()
         loss = F.cross_entropy(logits, y)
         self.val_acc(logits, y)
         self.val_bal_acc(logits, y)

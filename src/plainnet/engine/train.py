@@ -328,7 +328,7 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
         teacher=teacher, distill=cfg.distill if teacher is not None else None,
         backbone_lr_scale=cfg.model.backbone_lr_scale,
         head_name=getattr(model, "classifier_name", None) if cfg.model.pretrained else None,
-        frozen=frozen, seed=cfg.train.seed)
+        frozen=frozen, seed=cfg.train.seed, fuse_for_eval=not cfg.train.compile)
     if cfg.train.compile:
         task.model = torch.compile(model)
 
@@ -344,9 +344,12 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     # Score the best weights on the held-out split(s), with and without test-time augmentation.
     final = {}
     if trainer.is_global_zero and (run_dir / "best.pt").is_file():
+        from ..deploy.reparam import reparameterize
         from ..models import load_model
 
-        best = load_model(run_dir / "best.pt")
+        best = reparameterize(load_model(run_dir / "best.pt"))  # the same function, at deploy speed
+        if cfg.train.channels_last:
+            best = best.to(memory_format=torch.channels_last)
         for split in ("val", "test"):
             if dm.has_split(split):
                 final[split] = score_datamodule(best, dm, split, tta=cfg.augment.tta)

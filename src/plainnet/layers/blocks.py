@@ -174,8 +174,10 @@ class RepVGGBlock(Reparameterizable):
             return
         weight, bias = self.fused_kernel()
         dense = self.rbr_dense.conv
-        conv = nn.Conv2d(dense.in_channels, dense.out_channels, 3, self.stride, 1, groups=dense.groups, bias=True)
-        conv = conv.to(device=weight.device, dtype=weight.dtype)
+        # skip_init: the weights are overwritten at once, so a random init would be wasted work (it was
+        # most of the time of fusing a large model)
+        conv = nn.utils.skip_init(nn.Conv2d, dense.in_channels, dense.out_channels, 3, self.stride, 1,
+                                  groups=dense.groups, bias=True, device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
         if self.rbr_dense.conv.weight.is_contiguous(memory_format=torch.channels_last):
