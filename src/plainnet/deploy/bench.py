@@ -17,6 +17,7 @@ import logging
 import statistics
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,19 +148,28 @@ def _torch_call(model: nn.Module, x: torch.Tensor, amp, device: str):
     return call
 
 
+#: One onnxruntime session per (model, dtype, device): every batch size of a model shares it (the
+#: export has a dynamic batch), instead of exporting (and for int8, calibrating) once per batch size.
+_ORT_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _ort_call(model: nn.Module, name: str, dtype: str, x: torch.Tensor, size: int, device: str, calib):
     from .export import export_onnx, ort_session
     from .quantize import QuantOptions, quantize_onnx
 
     if dtype not in ("fp32", "int8"):
         raise ValueError("onnxruntime on the CPU runs fp32 and int8")
-    tmp = Path(tempfile.mkdtemp(prefix="plainnet-bench-"))
-    path = export_onnx(model, tmp / "model.onnx", x, dynamic_batch=True).path
-    if dtype == "int8":
-        batches = [c.numpy() for c in (calib or [torch.randn(8, 3, size, size)])]
-        path = quantize_onnx(path, tmp / "model.int8.onnx", batches, QuantOptions(keep_ends_float=False))
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
-    session = ort_session(path, threads=torch.get_num_threads(), providers=providers)
+    sessions = _ORT_SESSIONS.setdefault(model, {})
+    session = sessions.get((dtype, device))
+    if session is None:
+        with tempfile.TemporaryDirectory(prefix="plainnet-bench-") as tmp:  # the session keeps the model
+            path = export_onnx(model, Path(tmp) / "model.onnx", x, dynamic_batch=True).path
+            if dtype == "int8":
+                batches = [c.numpy() for c in (calib or [torch.randn(8, 3, size, size)])]
+                path = quantize_onnx(path, Path(tmp) / "model.int8.onnx", batches, QuantOptions(keep_ends_float=False))
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
+            session = sessions[(dtype, device)] = ort_session(path, threads=torch.get_num_threads(),
+                                                              providers=providers)
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
 

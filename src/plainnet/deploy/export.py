@@ -99,10 +99,18 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, me
                           dynamic_shapes=batch_shapes(dynamic_batch), verbose=False)
     except Exception as e:  # the exporter raises many types; the user needs the first line
         raise PlainnetError(f"ONNX export failed: {str(e).strip().splitlines()[0][:300]}") from None
+    # The exporter may write the weights to a side file; the saved model carries them inline (one file
+    # to hand around; every plainnet model is far below protobuf's 2 GiB), so the side file goes.
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    side_files = {path.parent / ExternalDataInfo(t).location
+                  for t in onnx.load(str(path), load_external_data=False).graph.initializer if uses_external_data(t)}
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata or {})
     onnx.save(proto, str(path))
+    for side in side_files - {path}:
+        side.unlink(missing_ok=True)
     parity = _check(fused, ort_callable(ort_session(path)), example, dynamic_batch, rtol, "ONNX")
     return ExportResult(path, "onnx", parity, onnx_op_histogram(path))
 

@@ -174,8 +174,7 @@ class RepVGGBlock(Reparameterizable):
             return
         weight, bias = self.fused_kernel()
         dense = self.rbr_dense.conv
-        # skip_init: the weights are overwritten at once, so a random init would be wasted work (it was
-        # most of the time of fusing a large model)
+        # skip_init: the weights are overwritten at once, a random init would be wasted work
         conv = nn.utils.skip_init(nn.Conv2d, dense.in_channels, dense.out_channels, 3, self.stride, 1,
                                   groups=dense.groups, bias=True, device=weight.device, dtype=weight.dtype)
         conv.weight.copy_(weight)
