@@ -2,8 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from torch import nn
+
+#: Tests train in fp32 whatever the CPU, so a CI machine without native bf16 (AVX2) computes what a
+#: developer's AVX-512 machine computes; bf16-mixed training has its own test.
+FP32 = {"train.precision": "fp32", "train.progress": "false"}
+
+
+def potato_subset(root: Path, datasets_dir: Path, per_class: int, start: int = 0) -> Path:
+    """A real subset of the potato leaves as class folders of symlinks (nothing is copied)."""
+    for cls in sorted((datasets_dir / "potato").iterdir()):
+        (root / cls.name).mkdir(parents=True)
+        for f in sorted(cls.iterdir())[start : start + per_class]:
+            (root / cls.name / f.name).symlink_to(f)
+    return root
+
+
+def digits_folder(root: Path, per_class: int) -> Path:
+    """The first ``per_class`` training digits of each class (scikit-learn's bundled 8x8 images) as a
+    class-folder dataset of PNGs: a real dataset small enough for a few-second training run."""
+    from PIL import Image
+
+    from plainnet.data.digits import load_digits_arrays
+
+    d = load_digits_arrays()
+    for c, name in enumerate(d.classes):
+        (root / name).mkdir(parents=True)
+        for i, image in enumerate(d.train_images[d.train_labels == c][:per_class]):
+            Image.fromarray(image).save(root / name / f"{i}.png")
+    return root
 
 
 @torch.no_grad()
@@ -41,3 +75,32 @@ def randomize_bn_(model: nn.Module, x: torch.Tensor | None = None, seed: int = 0
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args) -> CliResult:
+    """``plainnet ARGS`` in this process, through the console script's own error boundary
+    (``run_app``): the exit code, stdout and stderr a user would see, without paying ~6 s to start a
+    new interpreter and import torch and Lightning again. An unexpected exception propagates (and fails
+    the test) where the console script would print a traceback. Tests that need a real process (start-up
+    imports, kill -9, DDP, a segfault) use ``subprocess``."""
+    from plainnet.cli import app
+    from plainnet.cli._common import run_app
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, sys.argv = sys.argv, ["plainnet", *map(str, args)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_app(app)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import plainnet
+from _util import FP32, digits_folder, run_cli
 from plainnet.compress.compare import compress
 from plainnet.compress.prune import structured_prune, unstructured_prune, weight_sparsity
+from plainnet.evaluation.inference import load_inference_model, read_image
 from plainnet.models import is_deployed
 
-DIGITS = {"train.progress": "false", "data.image_size": "8", "augment.preset": "shift"}
+DIGITS = {**FP32, "data.image_size": "8", "augment.preset": "shift"}
 
 
 @pytest.mark.parametrize("name", ["repvgg_a0", "vgg11_bn"])
@@ -49,38 +49,49 @@ def test_unstructured_pruning_only_zeroes():
     assert weight_sparsity(model) == pytest.approx(0.5, abs=0.01)
 
 
-def split_folder(root: Path, datasets_dir: Path, train: slice, val: slice) -> Path:
-    for cls in sorted((datasets_dir / "potato").iterdir()):
-        files = sorted(cls.iterdir())
-        for split, sel in (("train", train), ("val", val)):
-            (root / split / cls.name).mkdir(parents=True)
-            for f in files[sel]:
-                (root / split / cls.name / f.name).symlink_to(f)
-    return root
+def test_distillation_transfers_the_teachers_function(tiny, tmp_path, datasets_dir):
+    """The teacher is the suite's potato model with two classes swapped in its head: it calls Early
+    blight leaves Late blight and the other way round. A small student (A0 with half its channels)
+    distilled from it (default T=2, alpha=0.7) learns the teacher's function, swap included; the same
+    student trained alone learns the labels. A large, seed-independent effect that fails if the teacher's outputs do not reach the loss
+    (no teacher, the wrong inputs, a broken alpha). Whether distillation *improves* accuracy depends on
+    the setting: measured over seeds in docs/benchmarks.md ("Knowledge distillation")."""
+    teacher = plainnet.load_model(tiny.best_checkpoint)
+    with torch.no_grad():
+        teacher.linear.weight[[0, 1]] = teacher.linear.weight[[1, 0]].clone()
+        teacher.linear.bias[[0, 1]] = teacher.linear.bias[[1, 0]].clone()
+    meta = {k: v for k, v in torch.load(tiny.best_checkpoint, weights_only=True).items() if k in ("classes", "preprocess")}
+    teacher_path = plainnet.save_checkpoint(teacher, tmp_path / "swapped.pt", **meta)
 
+    students = {}
+    for name, extra in (("alone", {}), ("kd", {"distill.teacher": str(teacher_path)})):
+        torch.manual_seed(0)  # the same small student for both: RepVGG-A0 with half its channels
+        student = structured_prune(plainnet.create_model("repvgg_a0", num_classes=3, output_stride=16), 0.5,
+                                   torch.randn(2, 3, 48, 48))
+        students[name] = plainnet.train(data=tiny.config.data.path, epochs=6, model_instance=student, overrides={
+            **FP32, "data.image_size": "48", "model.output_stride": "16", "augment.preset": "rot",
+            "augment.tta": "none", "train.runs_dir": str(tmp_path / "runs"), "train.name": name,
+            "train.label_smoothing": "0.0", "data.cache_dir": str(tmp_path / "cache"), **extra})
+    assert students["kd"].config.distill.temperature == 2.0 and students["kd"].config.distill.alpha == 0.7
 
-def test_distillation_improves_the_student(tmp_path, datasets_dir):
-    """A teacher trained on 100 images per class (~95% held-out) and a student given 20 other images per
-    class, scored on the rest; same seed and recipe, only distillation differs."""
-    common = {"train.progress": "false", "data.image_size": "48", "model.output_stride": "16",
-              "augment.preset": "rot", "train.runs_dir": str(tmp_path / "runs"), "train.seed": "0"}
-    teacher_data = split_folder(tmp_path / "teacher", datasets_dir, slice(0, 100), slice(100, 120))
-    teacher = plainnet.train(data=str(teacher_data), model="repvgg_a0", epochs=10,
-                             overrides={**common, "train.name": "teacher"})
-    data = split_folder(tmp_path / "data", datasets_dir, slice(100, 120), slice(120, 220))
-    student = {**common, "optim.name": "adamw", "optim.lr": "0.001", "schedule.name": "cosine",
-               "schedule.warmup_epochs": "0", "train.label_smoothing": "0.0"}
-    alone = plainnet.train(data=str(data), model="repvgg_a0", epochs=8, overrides={**student, "train.name": "alone"})
-    taught = plainnet.train(data=str(data), model="repvgg_a0", epochs=8,
-                            overrides={**student, "train.name": "kd", "distill.teacher": str(teacher.run_dir)})
-    assert taught.config.distill.teacher == str(teacher.run_dir) and taught.config.distill.temperature == 2.0
-    assert taught.final["val"]["images"] == alone.final["val"]["images"] == 100 + 100 + 32
-    assert taught.final["val"]["acc"] > alone.final["val"]["acc"]
+    # 40 blight leaves of each kind that none of the models saw.
+    blight = sorted((datasets_dir / "potato").iterdir())[:2]
+    files = [(f, label) for label, cls in enumerate(blight) for f in sorted(cls.iterdir())[100:140]]
+    loaded = load_inference_model(students["alone"].run_dir)
+    x = loaded.prepare(torch.stack([read_image(f, loaded.preprocess) for f, _ in files]))
+    labels = torch.tensor([label for _, label in files])
+    swapped = 1 - labels
+    with torch.no_grad():
+        assert (teacher.eval()(x).argmax(1) == swapped).float().mean() > 0.8
+        follows = {name: (plainnet.load_model(r.best_checkpoint).eval()(x).argmax(1) == swapped).float().mean().item()
+                   for name, r in students.items()}
+    # measured: the distilled student follows the swap on 55% of these leaves, the student alone on 15%
+    assert follows["kd"] > follows["alone"] + 0.3 and follows["alone"] < 0.3, follows
 
 
 def test_compress_table_on_a_tiny_model(tiny_run, tmp_path):
     result = compress(tiny_run, methods=["prune:0.5", "unstructured:0.5", "int8", "prune:0.5+int8", "distill",
-                                         "gap-head"], finetune_epochs=1, distill_epochs=1, out_dir=tmp_path, rounds=1)
+                                         "gap-head"], finetune_epochs=1, distill_epochs=1, out_dir=tmp_path, rounds=1, min_seconds=0.02)
     rows = {r.method: r for r in result.rows}
     assert list(rows) == ["base", "prune:0.5", "unstructured:0.5", "int8", "prune:0.5+int8", "distill"]
     base = rows["base"]
@@ -99,23 +110,23 @@ def test_compress_table_on_a_tiny_model(tiny_run, tmp_path):
 
 
 def test_compress_vgg_heads_and_depthwise(tmp_path):
-    base = plainnet.train(data="digits", model="vgg11_bn", epochs=1,
+    data = digits_folder(tmp_path / "digits", 20)
+    base = plainnet.train(data=str(data), model="vgg11_bn", epochs=1,
                           overrides={**DIGITS, "train.runs_dir": str(tmp_path), "train.name": "vgg"})
     result = compress(base.run_dir, methods=["slim-head", "gap-head", "dws"], finetune_epochs=1,
-                      distill_epochs=1, out_dir=tmp_path / "out", rounds=1)
+                      distill_epochs=1, out_dir=tmp_path / "out", rounds=1, min_seconds=0.02)
     rows = {r.method: r for r in result.rows}
     assert set(rows) == {"base", "slim-head", "gap-head", "dws"}
     assert rows["gap-head"].params < rows["slim-head"].params < rows["base"].params
     assert rows["dws"].macs < rows["base"].macs
-    again = compress(base.run_dir, methods=["gap-head"], finetune_epochs=1, out_dir=tmp_path / "out", rounds=1)
+    again = compress(base.run_dir, methods=["gap-head"], finetune_epochs=1, out_dir=tmp_path / "out", rounds=1, min_seconds=0.02)
     assert [r.method for r in again.rows] == ["base", "gap-head"]  # a repeat replaces the earlier runs
 
 
 def test_prune_cli(tiny_run, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "prune", str(tiny_run), "--ratio", "0.5",
-                           "--finetune-epochs", "1", "--runs-dir", str(tmp_path), "--name", "p50"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("prune", tiny_run, "--ratio", "0.5", "--finetune-epochs", "1", "--runs-dir", tmp_path,
+                   "--name", "p50")
+    assert proc.code == 0, proc.stderr[-2000:]
     assert "equals its training form" in proc.stdout
     pruned = plainnet.load_model(tmp_path / "p50" / "best.pt")
     assert sum(p.numel() for p in pruned.parameters()) < 0.35 * sum(

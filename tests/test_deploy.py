@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import plainnet
-from _util import randomize_bn_
+from _util import randomize_bn_, run_cli
 from plainnet.deploy.bench import make_runner, resolve_model, run_bench
 from plainnet.deploy.export import export_onnx, export_pt2
 from plainnet.deploy.quantize import NAIVE, QuantOptions, quantize_dynamic_linear, quantize_onnx, quantize_pt2e
@@ -24,6 +22,7 @@ def test_onnx_export_parity_and_fused_graph(name, tmp_path):
     x = torch.randn(4, 3, 32, 32)
     result = export_onnx(model, tmp_path / "m.onnx", x, metadata={"classes": list("abcde")}, dynamic_batch=True)
     assert result.parity.rel <= 1e-4
+    assert [f.name for f in tmp_path.iterdir()] == ["m.onnx"]  # one self-contained file, no side files
     assert "BatchNormalization" not in result.ops  # BN folded (RepVGG blocks fused, VGG-BN folded)
     if name.startswith("repvgg"):
         assert "Add" not in result.ops  # one 3x3 conv per block: no branches left
@@ -43,9 +42,8 @@ def test_pt2_export_parity(tmp_path):
 
 def test_quantize_cli_pt2e(tiny_run, tmp_path):
     out = tmp_path / "tiny.int8.pt2"
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "quantize", str(tiny_run), "--method", "pt2e",
-                           "--calib-images", "64", "-o", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("quantize", tiny_run, "--method", "pt2e", "--calib-images", "64", "-o", out)
+    assert proc.code == 0, proc.stderr[-2000:]
     report = json.loads(out.with_suffix(".json").read_text())
     # 36 held-out images of a 10-epoch 48 px model with small margins: a loose bound that broken scales
     # (~1/3 agreement) would still fail; accuracy on real models is in docs/benchmarks.md
@@ -59,9 +57,8 @@ def test_quantize_cli_pt2e(tiny_run, tmp_path):
 
 def test_export_cli_predict_from_onnx_matches_checkpoint(tiny_run, tmp_path, datasets_dir):
     onnx_path = tmp_path / "tiny.onnx"
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "export", str(tiny_run), "-o", str(onnx_path)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("export", tiny_run, "-o", onnx_path)
+    assert proc.code == 0, proc.stderr
     assert "matches PyTorch on 16 image(s)" in proc.stdout and "Conv" in proc.stdout
     assert "Add " not in proc.stdout and "BatchNormalization" not in proc.stdout
     folder = tmp_path / "late_blight"
@@ -70,9 +67,8 @@ def test_export_cli_predict_from_onnx_matches_checkpoint(tiny_run, tmp_path, dat
         (folder / f.name).symlink_to(f)
 
     def predict(model_path):
-        out = subprocess.run([sys.executable, "-m", "plainnet", "predict", str(model_path), str(folder),
-                              "--format", "json"], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
+        out = run_cli("predict", model_path, folder, "--format", "json")
+        assert out.code == 0, out.stderr
         return [(r["path"], r["top_k"][0]["class"]) for r in json.loads(out.stdout)["predictions"]]
 
     assert predict(onnx_path) == predict(tiny_run)  # the same class for every one of the 120 images
@@ -87,7 +83,9 @@ def test_int8_agrees_with_fp32_on_a_trained_model(tiny_run, tmp_path):
     check = torch.cat([sample_images(loaded, n=144, split=s, seed=1) for s in ("train", "val")])  # all 180
     fp32 = export_onnx(loaded.module, tmp_path / "fp32.onnx", calib[:4], dynamic_batch=True,
                        metadata={"classes": loaded.classes, "preprocess": loaded.preprocess.to_dict()}).path
-    for options, name in ((QuantOptions(), "good"), (NAIVE, "naive"),
+    # "good" is the default for this CPU (8-bit weights with VNNI, 7-bit without); "7-bit" is what a CPU
+    # without VNNI gets, checked here on any CPU.
+    for options, name in ((QuantOptions(), "good"), (QuantOptions(reduce_range=True), "7-bit"), (NAIVE, "naive"),
                           (QuantOptions(calibration="percentile", keep_ends_float=True), "percentile")):
         path = quantize_onnx(fp32, tmp_path / f"{name}.onnx", [b.numpy() for b in calib.split(16)], options)
         q = load_inference_model(path)
@@ -100,6 +98,36 @@ def test_int8_agrees_with_fp32_on_a_trained_model(tiny_run, tmp_path):
     agree = (pt2e(check).argmax(1) == loaded(check).argmax(1)).float().mean().item()
     assert agree >= 0.9, ("pt2e", agree)
     assert any("quantize_per" in str(n.target) for n in pt2e.graph.nodes)  # really int8, not a float copy
+
+
+def test_int8_weight_range_follows_the_cpu(tmp_path, monkeypatch, caplog):
+    """x86 without VNNI: onnxruntime's u8 x s8 kernels saturate, so weights get 7 bits; a model with
+    8-bit weights loaded on such a CPU says so."""
+    import plainnet.cpu as cpu
+
+    model = plainnet.create_model("repvgg_a0", num_classes=3, small_input=True).eval()
+    x = torch.randn(16, 3, 32, 32)
+    fp32 = export_onnx(model, tmp_path / "m.onnx", x[:2], dynamic_batch=True,
+                       metadata={"classes": ["a", "b", "c"], "preprocess": {"image_size": 32, "crop_ratio": 1.0,
+                                 "mean": [0.5] * 3, "std": [0.25] * 3}}).path
+    monkeypatch.setattr(cpu, "_is_x86", lambda: True)
+    for flags, saturates in (({"avx2", "fma"}, True), ({"avx2", "avx512_vnni"}, False), ({"avx2", "avx_vnni"}, False)):
+        monkeypatch.setattr(cpu, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert cpu.int8_pairs_saturate() is saturates and QuantOptions().resolved_reduce_range() is saturates
+        assert QuantOptions(reduce_range=True).resolved_reduce_range() and not QuantOptions(
+            reduce_range=False).resolved_reduce_range()
+    monkeypatch.setattr(cpu, "_is_x86", lambda: False)  # ARM: dot products accumulate in int32
+    assert not cpu.int8_pairs_saturate()
+
+    monkeypatch.setattr(cpu, "_is_x86", lambda: True)
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    paths = {bits: quantize_onnx(fp32, tmp_path / f"q{bits}.onnx", [x.numpy()],
+                                 QuantOptions(reduce_range=bits == 7)) for bits in (7, 8)}
+    for bits, path in paths.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="plainnet"):
+            load_inference_model(path)
+        assert ("no VNNI" in caplog.text) is (bits == 8), (bits, caplog.text)
 
 
 def test_dynamic_linear_int8_for_vgg_head(tmp_path):
@@ -116,11 +144,10 @@ def test_dynamic_linear_int8_for_vgg_head(tmp_path):
 
 
 def test_bench_produces_a_table(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "bench", "repvgg_a0", "repvgg_a0:train",
-                           "torchvision.resnet18", "--size", "32", "--batch", "2",
-                           "--backend", "eager,onnxruntime", "--dtype", "fp32,bf16", "--rounds", "2",
-                           "--seconds", "0.05", "--out", str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("bench", "repvgg_a0", "repvgg_a0:train", "torchvision.resnet18", "--size", "32", "--batch", "2",
+                   "--backend", "eager,onnxruntime", "--dtype", "fp32,bf16", "--rounds", "2", "--seconds", "0.05",
+                   "--out", tmp_path)
+    assert proc.code == 0, proc.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())
     keys = {(r["model"], r["backend"], r["dtype"], r["batch"]) for r in rows}
     assert ("repvgg_a0 (fused)", "eager", "fp32", 2) in keys and ("repvgg_a0 (train form)", "eager", "bf16", 2) in keys

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +13,7 @@ import pytest
 import torch
 
 import plainnet
+from _util import run_cli
 from plainnet.evaluation.evaluate import evaluate, load_eval_data
 from plainnet.evaluation.gradcam import grad_cam
 from plainnet.evaluation.inference import load_inference_model
@@ -94,10 +93,9 @@ def test_predict_folder_with_corrupt_files_json_schema(run, tmp_path, datasets_d
         shutil.copy(f, folder / f.name)
     (folder / "broken.jpg").write_bytes(good[0].read_bytes()[:2000])
     (folder / "text.png").write_text("not an image")
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "predict", str(run), str(tmp_path / "mixed"),
-                           "--format", "json", "--top-k", "2", "--explain", str(tmp_path / "cams")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr  # some files failed; the others are still predicted
+    proc = run_cli("predict", run, tmp_path / "mixed", "--format", "json", "--top-k", "2",
+                   "--explain", tmp_path / "cams")
+    assert proc.code == 1, proc.stderr  # some files failed; the others are still predicted
     out = json.loads(proc.stdout)
     schema = json.loads((ROOT / "docs" / "predict.schema.json").read_text())
     jsonschema.validate(out, schema)
@@ -122,9 +120,8 @@ def test_predict_folder_with_corrupt_files_json_schema(run, tmp_path, datasets_d
 
 def test_predict_all_ok_exits_zero_and_csv(run, datasets_dir):
     f = sorted((datasets_dir / "potato" / "Potato___healthy").iterdir())[0]
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "predict", str(run), str(f), "--format", "csv"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("predict", run, f, "--format", "csv")
+    assert proc.code == 0, proc.stderr
     rows = list(csv.reader(proc.stdout.splitlines()))
     assert rows[0][:4] == ["path", "ok", "error", "class1"] and rows[1][1] == "1"
 
@@ -136,10 +133,10 @@ def test_eval_errors_are_one_line(run, tmp_path):
 
     Image.new("RGB", (40, 40)).save(tmp_path / "unknown_class" / "a.png")
     Image.new("RGB", (40, 40)).save(tmp_path / "other" / "b.png")
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "eval", str(run), "--data", str(tmp_path)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "does not know: other, unknown_class" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    proc = run_cli("eval", run, "--data", tmp_path)
+    assert proc.code == 2 and "does not know: other, unknown_class" in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        line for line in proc.stderr.splitlines() if "does not know" in line]
 
 
 def chrome():
@@ -158,8 +155,8 @@ def chrome():
 
 
 def test_report_renders_in_a_real_browser(run, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "plainnet", "report", str(run)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("report", run)
+    assert proc.code == 0, proc.stderr
     html = run / "report.html"
     text = html.read_text()
     assert "src=\"http" not in text and "href=\"http" not in text  # self-contained: nothing fetched

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import plainnet
+from _util import FP32, digits_folder, run_cli
 
 PLAINNET = [sys.executable, "-m", "plainnet"]
-FAST = ["--data", "digits", "--train.progress", "false", "--augment.preset", "shift"]
+FAST = ["--train.progress", "false", "--train.precision", "fp32", "--augment.preset", "shift"]
 
 
 def metrics(run_dir):
@@ -26,7 +27,7 @@ def metrics(run_dir):
 
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    args = [*FAST, "--epochs", "4", "--runs-dir", str(tmp_path), "--data.image_size", "8"]
+    args = [*FAST, "--data", "digits", "--epochs", "4", "--runs-dir", str(tmp_path), "--data.image_size", "8"]
     subprocess.run([*PLAINNET, "train", *args, "--name", "straight"], check=True, capture_output=True)
 
     run = tmp_path / "killed"
@@ -53,14 +54,45 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), (a["epoch"], key)
 
 
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Fast twin of the kill -9 test above, in this process: training crashes in the middle of the second
+    epoch, ``--resume`` repeats that epoch from the last checkpoint and ends with the same per-epoch
+    metrics as a run that was never stopped."""
+    from plainnet.engine.task import ClassificationTask
+
+    data = digits_folder(tmp_path / "digits", 30)
+    overrides = {**FP32, "train.runs_dir": str(tmp_path), "data.image_size": "8", "augment.preset": "shift"}
+    straight = plainnet.train(data=str(data), epochs=3, overrides={**overrides, "train.name": "straight"})
+
+    step = ClassificationTask.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 3:
+            raise RuntimeError("simulated crash")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassificationTask, "training_step", interrupted)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        plainnet.train(data=str(data), epochs=3, overrides={**overrides, "train.name": "stopped"})
+    assert len(metrics(tmp_path / "stopped")) == 1 and not (tmp_path / "stopped" / "results.json").exists()
+    monkeypatch.setattr(ClassificationTask, "training_step", step)
+    resumed = plainnet.train(resume=tmp_path / "stopped")
+    assert resumed.epochs_run == 3
+    for a, b in zip(metrics(straight.run_dir), metrics(resumed.run_dir), strict=True):
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), (a["epoch"], key)
+    assert resumed.final == straight.final
+
+
 def ddp_steps(run_dir) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "lightning"])
 def test_ddp_with_two_cpu_processes(tmp_path, launcher):
-    args = [*FAST, "--epochs", "2", "--runs-dir", str(tmp_path), "--name", "ddp",
-            "--data.image_size", "8", "--model", "repvgg_a0"]
+    data = digits_folder(tmp_path / "digits", 40)  # 320 training images, 80 held out
+    args = [*FAST, "--data", str(data), "--epochs", "2", "--runs-dir", str(tmp_path), "--name", "ddp",
+            "--data.image_size", "8", "--model", "repvgg_a0", "--data.batch_size", "32"]
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "plainnet", "train", *args]
@@ -71,9 +103,9 @@ def test_ddp_with_two_cpu_processes(tmp_path, launcher):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "ddp"
     results = json.loads((run / "results.json").read_text())
-    assert results["epochs_run"] == 2 and results["final"]["val"]["images"] == 359
-    # Each process took half of the 1,438 training images per epoch: 719 // 64 = 11 steps, not 22.
-    assert ddp_steps(run) == 2 * (1438 // 2 // 64)
+    assert results["epochs_run"] == 2 and results["final"]["val"]["images"] == 80
+    # Each process took half of the 320 training images per epoch: 160 // 32 = 5 steps, not 10.
+    assert ddp_steps(run) == 2 * (320 // 2 // 32)
     assert len(metrics(run)) == 2  # one writer: rank 0
 
 
@@ -89,36 +121,33 @@ def test_data_errors_are_one_line(tmp_path, setup, message):
         (root / "a").mkdir(parents=True)
         (root / "b").mkdir()
         Image.new("RGB", (8, 8)).save(root / "a" / "x.png")
-    proc = subprocess.run([*PLAINNET, "train", "--data", str(root), "--runs-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2
+    proc = run_cli("train", "--data", root, "--runs-dir", tmp_path / "runs")
+    assert proc.code == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert message in proc.stderr
     assert len([line for line in lines if line.startswith("error:")]) == 1
 
 
 def test_resume_of_a_non_run_is_a_clear_error(tmp_path):
-    proc = subprocess.run([*PLAINNET, "train", "--resume", str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "not a plainnet run directory" in proc.stderr
+    proc = run_cli("train", "--resume", tmp_path)
+    assert proc.code == 2 and "not a plainnet run directory" in proc.stderr
 
 
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.run([*PLAINNET, "train", *FAST, "--epochs", "3", "--optim.lr", "1e8", "--model.name",
-                           "vgg11", "--train.precision", "fp32", "--runs-dir", str(runs), "--name", "nan"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "training diverged" in proc.stderr and "--optim.lr" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", *FAST, "--data", "digits", "--epochs", "3", "--optim.lr", "1e8", "--model.name", "vgg11",
+                   "--train.precision", "fp32", "--runs-dir", runs, "--name", "nan")
+    assert proc.code == 2, proc.stderr[-2000:]
+    assert "training diverged" in proc.stderr and "--optim.lr" in proc.stderr
     assert not (runs / "nan" / "results.json").exists()  # no scores from NaN weights
 
 
-@pytest.mark.slow
 def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):
     """README's main command: digits, >= 97% on the held-out split, fused model verified equal."""
     start = time.perf_counter()
-    proc = subprocess.run([*PLAINNET, "demo", "--runs-dir", str(tmp_path)], capture_output=True, text=True)
+    proc = run_cli("demo", "--runs-dir", tmp_path, "--train.precision", "fp32", "--train.progress", "false")
     elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.code == 0, proc.stderr[-3000:]
     (run,) = tmp_path.iterdir()
     results = json.loads((run / "results.json").read_text())
     assert results["final"]["val"]["acc"] >= 0.97
