@@ -66,9 +66,10 @@ def int8_pairs_saturate() -> bool:
 
     There onnxruntime's u8 x s8 int8 kernels use ``vpmaddubsw``, which adds two 8-bit products in a
     *saturating* int16: 255 x 127 x 2 = 64,770 does not fit in 32,767, so large activations meeting
-    large weights are clipped and accuracy drops (measured: a potato RepVGG-A0 agreed with fp32 on 93%
-    of images instead of 97%). 7-bit weights (``reduce_range``) keep every pair sum in range at the
-    same speed. ARM and VNNI CPUs accumulate in int32 and need no such care.
+    large weights are clipped and accuracy drops (measured under an emulated Zen 3: a CIFAR-10 RepVGG-A0
+    agreed with fp32 on 83% of images with 8-bit weights, 89% with 7-bit; docs/benchmarks.md). 7-bit
+    weights (``reduce_range``) keep every pair sum in range at the same speed. ARM and VNNI CPUs
+    accumulate in int32 and need no such care.
     """
     return _is_x86() and not has_vnni()
 
