@@ -63,7 +63,7 @@ def cache_key(samples: Sequence[Sample], side: int) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}:{side}".encode())
     for s in samples:
         st = s.path.stat()
-        h.update(f"{s.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{s.label}\n".encode())
+        h.update(os.fsencode(s.path.resolve()) + f"\0{st.st_size}\0{st.st_mtime_ns}\0{s.label}\n".encode())
     return h.hexdigest()[:20]
 
 

@@ -17,8 +17,10 @@ Pillow mode to ``"RGB"``:
 - ``F`` (float): values within 0..1 are scaled by 255, anything else is stretched min..max; NaN and
   infinities become 0.
 
-Every failure (missing, empty, truncated or non-image file, decompression bomb, unsupported mode) is
-a :class:`BadImageError` naming the file. Pillow's global state (``LOAD_TRUNCATED_IMAGES``,
+Every failure (missing, empty, truncated or non-image file, an image over Pillow's decompression-bomb
+limit or under :data:`MIN_SIDE` px, an unsupported mode) is a :class:`BadImageError` naming the file.
+Images over the limit are refused rather than decoded at reduced size: no training or prediction
+needs 180 million pixels, and a file that claims them is more often an attack than a photo. Pillow's global state (``LOAD_TRUNCATED_IMAGES``,
 ``MAX_IMAGE_PIXELS``) is read, never changed.
 """
 
@@ -42,6 +44,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+#: Images smaller than this on a side carry no usable detail (1x1 placeholders, tracking pixels).
+MIN_SIDE = 4
 _TIFF_BITS_PER_SAMPLE = 258
 # Pillow's resize first box-reduces by an integer factor while the image stays this many times larger
 # than the target, then resamples: near-identical output, several times faster on big photos.
@@ -84,6 +88,8 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if min(im.size) < MIN_SIDE:
+                raise BadImageError(path, f"too small: {im.size[0]}x{im.size[1]} px (at least {MIN_SIDE} px a side)")
             if min_side is not None and im.format == "JPEG":
                 im.draft("RGB", (min_side, min_side))
             im.load()
@@ -91,15 +97,17 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
     except BadImageError:
         raise
     except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
+        raise BadImageError(path, "broken link: its target does not exist" if path.is_symlink()
+                            else "file not found") from None
     except IsADirectoryError:
         raise BadImageError(path, "is a directory, not an image file") from None
     except PermissionError:
         raise BadImageError(path, "permission denied") from None
     except UnidentifiedImageError:
         raise BadImageError(path, "empty file" if _is_empty(path) else "not an image") from None
-    except Image.DecompressionBombError as e:
-        raise BadImageError(path, f"decompression bomb: {e}") from None
+    except Image.DecompressionBombError:
+        raise BadImageError(path, f"too large: over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+                                  "(a decompression bomb, or far more pixels than training needs: downscale it)") from None
     except Exception as e:  # OSError, SyntaxError, ValueError, EOFError, zlib.error: all "undecodable"
         message = str(e) or type(e).__name__
         reason = "truncated file" if "truncat" in message.lower() else f"cannot decode: {message}"
