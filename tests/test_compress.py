@@ -68,7 +68,7 @@ def test_distillation_transfers_the_teachers_function(tiny, tmp_path, datasets_d
         torch.manual_seed(0)  # the same small student for both: RepVGG-A0 with half its channels
         student = structured_prune(plainnet.create_model("repvgg_a0", num_classes=3, output_stride=16), 0.5,
                                    torch.randn(2, 3, 48, 48))
-        students[name] = plainnet.train(data=tiny.config.data.path, epochs=6, model_instance=student, overrides={
+        students[name] = plainnet.train(data=tiny.config.data.path, epochs=5, model_instance=student, overrides={
             **FP32, "data.image_size": "48", "model.output_stride": "16", "augment.preset": "rot",
             "augment.tta": "none", "train.runs_dir": str(tmp_path / "runs"), "train.name": name,
             "train.label_smoothing": "0.0", "data.cache_dir": str(tmp_path / "cache"), **extra})
@@ -85,7 +85,7 @@ def test_distillation_transfers_the_teachers_function(tiny, tmp_path, datasets_d
         assert (teacher.eval()(x).argmax(1) == swapped).float().mean() > 0.8
         follows = {name: (plainnet.load_model(r.best_checkpoint).eval()(x).argmax(1) == swapped).float().mean().item()
                    for name, r in students.items()}
-    # measured: the distilled student follows the swap on 55% of these leaves, the student alone on 15%
+    # measured: the distilled student follows the swap on 62% of these leaves, the student alone on 16%
     assert follows["kd"] > follows["alone"] + 0.3 and follows["alone"] < 0.3, follows
 
 

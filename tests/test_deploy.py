@@ -30,10 +30,12 @@ def test_onnx_export_parity_and_fused_graph(name, tmp_path):
         assert result.ops["Conv"] == blocks
 
 
-def test_pt2_export_parity(tmp_path):
+@pytest.mark.parametrize("dynamic_batch", [False, True])
+def test_pt2_export_parity(tmp_path, dynamic_batch):
     model = randomize_bn_(plainnet.create_model("repvgg_a0", num_classes=3, small_input=True)).eval()
     x = torch.randn(256, 3, 32, 32)  # 3 MiB of example images
-    result = export_pt2(model, tmp_path / "m.pt2", x[:8], metadata={"classes": ["a", "b", "c"]})
+    result = export_pt2(model, tmp_path / "m.pt2", x[:8], metadata={"classes": ["a", "b", "c"]},
+                        dynamic_batch=dynamic_batch)
     assert result.parity.rel <= 1e-5
     assert not any("batch_norm" in op for op in result.ops)
     fused_bytes = sum(p.numel() * 4 for p in plainnet.reparameterize(model).parameters())

@@ -121,7 +121,8 @@ def _check(fused: nn.Module, exported, example: torch.Tensor, dynamic_batch: boo
            label: str) -> Equivalence:
     """Compare the reloaded export with PyTorch on every example image (one at a time when the export
     has a fixed batch of 1)."""
-    run = exported if dynamic_batch else (lambda x: torch.cat([exported(x[i : i + 1]) for i in range(len(x))]))
+    # (a lambda even with a dynamic batch: a reloaded torch.export module refuses .eval())
+    run = (lambda x: exported(x)) if dynamic_batch else (lambda x: torch.cat([exported(x[i : i + 1]) for i in range(len(x))]))
     try:
         return verify_equivalence(fused, run, example, rtol=rtol)
     except EquivalenceError as e:
