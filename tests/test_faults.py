@@ -129,7 +129,8 @@ def _evil_opaque_constant(marker):
             return None
         if name.endswith("data/constants/model_constants_config.json"):
             config = json.loads(data)
-            config["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True}
+            config["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True,
+                                        "tensor_meta": None}
             return json.dumps(config).encode()
         return data
 
