@@ -62,9 +62,17 @@ def check_readable(path: str | os.PathLike, what: str) -> Path:
 def read_torch_file(path: str | os.PathLike, what: str = "checkpoint"):
     """A PyTorch file (``torch.save``) loaded with ``weights_only=True``, onto the CPU."""
     path = check_readable(path, what)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # torch.save's zip, or its legacy pickle
+        raise WeightsError(f"{path} is not a PyTorch {what} file (neither a zip archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        reason = str(e).rsplit("WeightsUnpickler error:", 1)[-1]
+        if "global" not in reason.lower():  # weights_only refuses classes and functions (globals); else: damage
+            raise WeightsError(f"{path} is not a PyTorch {what} file, or it is truncated (its pickled "
+                               "contents cannot be read)") from None
         raise WeightsError(
             f"{path} holds Python objects other than tensors and plain data, which plainnet does not load "
             "(unpickling them could run code): save the weights alone, e.g. torch.save(model.state_dict(), "

@@ -25,7 +25,6 @@ def demo_command(
 ) -> None:
     """Train MODEL on the bundled digits, score the held-out 20%, fuse it and check the fused model
     (training options can be overridden as with train: --section.key VALUE)."""
-    import torch
     from rich.table import Table
 
     from .. import load_model, reparameterize, save_checkpoint, summarize, verify_equivalence

@@ -218,7 +218,7 @@ class ImageDataModule(L.LightningDataModule):
         self._check_nonempty()
 
     def _setup_stream(self) -> None:
-        from .images import BadImageError, load_rgb
+        from .images import MIN_SIDE, BadImageError, load_rgb
 
         # Check every file up front (full decode of headers and data), so a bad file is reported
         # before training starts rather than discovered mid-epoch.
@@ -226,7 +226,7 @@ class ImageDataModule(L.LightningDataModule):
             good = []
             for s in getattr(self.source, split):
                 try:
-                    load_rgb(s.path, min_side=32)
+                    load_rgb(s.path, min_side=32, smallest=MIN_SIDE)
                     good.append(s)
                 except BadImageError as e:
                     self.bad_files.append((str(s.path), e.reason))
