@@ -137,10 +137,11 @@ def test_dynamic_linear_int8_for_vgg_head(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     fp32 = export_onnx(model, tmp_path / "vgg.onnx", x, dynamic_batch=True).path
     q = quantize_dynamic_linear(fp32, tmp_path / "vgg8.onnx")
-    from plainnet.deploy.export import onnx_op_histogram, ort_callable, ort_session
+    from plainnet.deploy.export import onnx_op_histogram, ort_callable
+    from plainnet.model_files import onnx_session
 
     assert "MatMulInteger" in onnx_op_histogram(q) or "DynamicQuantizeLinear" in onnx_op_histogram(q)
-    out = ort_callable(ort_session(q))(x)
+    out = ort_callable(onnx_session(q))(x)
     ref = model(x)
     assert out.shape == ref.shape and (out.argmax(1) == ref.argmax(1)).all()
 

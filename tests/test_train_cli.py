@@ -74,7 +74,9 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, mon
     monkeypatch.setattr(ClassificationTask, "training_step", interrupted)
     with pytest.raises(RuntimeError, match="simulated crash"):
         plainnet.train(data=str(data), epochs=3, overrides={**overrides, "train.name": "stopped"})
-    assert len(metrics(tmp_path / "stopped")) == 1 and not (tmp_path / "stopped" / "results.json").exists()
+    assert len(metrics(tmp_path / "stopped")) == 1
+    failed = json.loads((tmp_path / "stopped" / "results.json").read_text())
+    assert failed["status"] == "failed" and "simulated crash" in failed["error"] and "final" not in failed
     monkeypatch.setattr(ClassificationTask, "training_step", step)
     resumed = plainnet.train(resume=tmp_path / "stopped")
     assert resumed.epochs_run == 3
@@ -82,6 +84,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, mon
         for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), (a["epoch"], key)
     assert resumed.final == straight.final
+    assert json.loads((resumed.run_dir / "results.json").read_text())["status"] == "finished"
 
 
 def ddp_steps(run_dir) -> int:
@@ -139,7 +142,8 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
                    "--train.precision", "fp32", "--runs-dir", runs, "--name", "nan")
     assert proc.code == 2, proc.stderr[-2000:]
     assert "training diverged" in proc.stderr and "--optim.lr" in proc.stderr
-    assert not (runs / "nan" / "results.json").exists()  # no scores from NaN weights
+    run = runs / "nan"  # no scores from NaN weights: nothing was saved, so no run directory is left
+    assert not run.exists(), sorted(p.name for p in run.iterdir())
 
 
 def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):

@@ -13,7 +13,8 @@ from ._common import run_app
 
 app = typer.Typer(
     name="plainnet",
-    help="Plain convolutional image classifiers (VGG, RepVGG): build, inspect, train, deploy.",
+    help="Plain convolutional image classifiers (VGG, RepVGG): build, inspect, train, deploy. "
+    "Errors are one line; add --debug anywhere for the traceback.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -45,18 +46,54 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def os_error_line(e: OSError) -> str:
+    """One line for a file-system failure: what happened, to which path, and what to do."""
+    path = e.filename or "a file"
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {path}: free some space, or write elsewhere (--runs-dir, --out)"
+    if e.errno == errno.EDQUOT:
+        return f"disk quota exceeded while writing {path}: free some space, or write elsewhere (--runs-dir, --out)"
+    if e.errno == errno.EROFS:
+        return f"{path} is on a read-only file system: write elsewhere (--runs-dir, --out)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {path}: check its permissions, or write elsewhere (--runs-dir, --out)"
+    if e.errno == errno.ENOENT:
+        return f"{path}: no such file or folder (for an output, its parent folder must exist)"
+    return f"{path}: {e.strerror or e}"
+
+
 def run_app(app: typer.Typer) -> None:
+    """The one error boundary: library errors (:class:`PlainnetError`) and file-system failures become
+    one line on stderr and exit code 2; anything else is a bug, reported in one line with exit code 1.
+    ``--debug`` anywhere on the command line shows the traceback instead."""
     from ..errors import PlainnetError
 
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv.remove("--debug")
     setup_logging()
     try:
         app()
     except PlainnetError as e:
+        if debug:
+            raise
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except OSError as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {os_error_line(e)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if debug:
+            raise
+        message = " ".join(str(e).split()) or "(no message)"
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {message[:300]} (rerun with "
+                          "--debug for the traceback, and please report it)", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 def human_bytes(n: float) -> str:

@@ -25,7 +25,6 @@ def demo_command(
 ) -> None:
     """Train MODEL on the bundled digits, score the held-out 20%, fuse it and check the fused model
     (training options can be overridden as with train: --section.key VALUE)."""
-    import torch
     from rich.table import Table
 
     from .. import load_model, reparameterize, save_checkpoint, summarize, verify_equivalence
@@ -33,6 +32,7 @@ def demo_command(
     from ..engine.config import parse_override_args
     from ..engine.train import load_data, train
     from ..engine.scoring import score_datamodule
+    from ..models.weights import load_checkpoint
 
     quiet_lightning(verbose)
     t0 = time.perf_counter()
@@ -49,16 +49,16 @@ def demo_command(
     best = load_model(result.best_checkpoint)
     fused = reparameterize(best)
     cfg = result.config
-    dm = ImageDataModule(load_data(cfg), Preprocess.from_dict(torch.load(
-        result.best_checkpoint, weights_only=True)["preprocess"]), cfg.augment, batch_size=256)
+    dm = ImageDataModule(load_data(cfg), Preprocess.from_dict(load_checkpoint(
+        result.best_checkpoint)["preprocess"]), cfg.augment, batch_size=256)
     dm.setup()
     images, _ = dm.eval_tensors("val")
     x = dm.process(images, training=False)
     eq = verify_equivalence(best, fused, x)
     scores = score_datamodule(best, dm, "val")
     fused_scores = score_datamodule(fused, dm, "val")
-    save_checkpoint(fused, result.run_dir / "best_fused.pt", **{k: v for k, v in torch.load(
-        result.best_checkpoint, weights_only=True).items() if k in ("classes", "preprocess", "config")})
+    save_checkpoint(fused, result.run_dir / "best_fused.pt", **{k: v for k, v in load_checkpoint(
+        result.best_checkpoint).items() if k in ("classes", "preprocess", "config")})
 
     before, after = summarize(best, x.shape[-1]), summarize(fused, x.shape[-1])
     table = Table(title=f"plainnet demo: {model} on digits", show_header=True)

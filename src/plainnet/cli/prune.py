@@ -36,6 +36,7 @@ def prune_command(
     from ..compress.prune import structured_prune, unstructured_prune, weight_sparsity
     from ..engine.train import train
     from ..evaluation.inference import load_inference_model, sample_images
+    from ..models.weights import load_checkpoint
     from ._common import fail
 
     quiet_lightning()
@@ -46,7 +47,7 @@ def prune_command(
         fail("prune a training-form checkpoint (best.pt of a run), not a fused or exported model")
     base = load_model(loaded.source)
     size = loaded.preprocess.image_size
-    meta = {k: v for k, v in torch.load(loaded.source, weights_only=True).items()
+    meta = {k: v for k, v in load_checkpoint(loaded.source).items()
             if k in ("classes", "preprocess", "config")}
     before = summarize(reparameterize(base), size)
     run_name = name or f"{base.arch['name']}-{'l1' if unstructured else 'pruned'}{int(ratio * 100)}"

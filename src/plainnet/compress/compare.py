@@ -106,6 +106,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
     from ..evaluation.evaluate import load_eval_data
     from ..evaluation.inference import load_inference_model, sample_images
     from ..models import create_model, load_model, save_checkpoint
+    from ..models.weights import load_checkpoint
     from .prune import structured_prune, unstructured_prune, weight_sparsity
 
     run_dir = Path(run_dir)
@@ -119,7 +120,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
     base = load_model(loaded.source)
     name = base.arch["name"]
     is_vgg = name.startswith("vgg")
-    payload_meta = {k: v for k, v in torch.load(loaded.source, weights_only=True).items()
+    payload_meta = {k: v for k, v in load_checkpoint(loaded.source).items()
                     if k in ("classes", "preprocess", "config")}
 
     ev = load_eval_data(loaded, None if data == config["data"]["path"] else data)

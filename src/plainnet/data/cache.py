@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from .folder import Sample
-from .images import BadImageError, load_rgb_array
+from .images import MIN_SIDE, BadImageError, load_rgb_array
 
 __all__ = ["DecodedImages", "default_cache_dir", "decode_samples", "cache_key"]
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images under MIN_SIDE px are skipped
 
 
 @dataclass
@@ -63,7 +63,7 @@ def cache_key(samples: Sequence[Sample], side: int) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}:{side}".encode())
     for s in samples:
         st = s.path.stat()
-        h.update(f"{s.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{s.label}\n".encode())
+        h.update(os.fsencode(s.path.resolve()) + f"\0{st.st_size}\0{st.st_mtime_ns}\0{s.label}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -104,7 +104,7 @@ def _build(samples, side, array_path: Path, manifest_path: Path, threads: int | 
 
     def decode(i: int, out: np.ndarray = pixels):
         try:
-            out[i] = load_rgb_array(samples[i].path, side)
+            out[i] = load_rgb_array(samples[i].path, side, smallest=MIN_SIDE)
         except BadImageError as e:
             return [str(samples[i].path), e.reason]
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -217,7 +218,7 @@ class ImageDataModule(L.LightningDataModule):
         self._check_nonempty()
 
     def _setup_stream(self) -> None:
-        from .images import BadImageError, load_rgb
+        from .images import MIN_SIDE, BadImageError, load_rgb
 
         # Check every file up front (full decode of headers and data), so a bad file is reported
         # before training starts rather than discovered mid-epoch.
@@ -225,7 +226,7 @@ class ImageDataModule(L.LightningDataModule):
             good = []
             for s in getattr(self.source, split):
                 try:
-                    load_rgb(s.path, min_side=32)
+                    load_rgb(s.path, min_side=32, smallest=MIN_SIDE)
                     good.append(s)
                 except BadImageError as e:
                     self.bad_files.append((str(s.path), e.reason))
@@ -239,6 +240,24 @@ class ImageDataModule(L.LightningDataModule):
         for split in ("train", "val"):
             if split not in self._tensors or len(self._tensors[split][1]) == 0:
                 raise DataError(f"no readable images left in the {split} split")
+        # A class whose every training file failed to decode is the same error as an empty class folder:
+        # training on would fit a classifier that can never predict it.
+        counts = torch.bincount(self._tensors["train"][1], minlength=len(self.classes)).tolist()
+        empty = [c for c, n in zip(self.classes, counts) if n == 0]
+        if empty:
+            bad = [f"{Path(p).name} ({r})" for p, r in self.bad_files][:3]
+            raise DataError(f"class folder(s) with no images: {', '.join(empty)} (no training image in them "
+                            f"could be read{': ' + '; '.join(bad) if bad else ''})")
+
+    def used_splits(self) -> Splits:
+        """The file splits without the files that could not be read (listed in ``Splits.skipped``):
+        what ``split.json`` records, so it names exactly the files training and evaluation used."""
+        if not isinstance(self.source, Splits):
+            raise TypeError("used_splits() needs a file dataset")
+        bad = {p for p, _ in self.bad_files}
+        keep = {name: tuple(s for s in getattr(self.source, name) if str(s.path) not in bad)
+                for name in ("train", "val", "test")}
+        return replace(self.source, **keep, skipped=self.source.skipped + tuple(self.bad_files))
 
     def _setup_mixing(self) -> None:
         from torchvision.transforms import v2

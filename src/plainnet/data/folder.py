@@ -38,6 +38,7 @@ __all__ = [
     "stratified_indices",
     "stratified_split",
     "load_splits",
+    "display_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class Splits:
     test: tuple[Sample, ...]
     layout: str
     root: Path
+    #: ``(path, reason)`` of files found but not used: names that are not valid UTF-8 (from the scan),
+    #: images that could not be decoded (added by the data module).
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def counts(self) -> dict[str, list[int]]:
         """Images per class for each split: ``{"train": [n_class0, ...], "val": [...], "test": [...]}``."""
@@ -90,6 +94,7 @@ class Splits:
         }
         for name in SPLIT_NAMES:
             record[name] = [[s.path.relative_to(self.root).as_posix(), s.label] for s in getattr(self, name)]
+        record["skipped"] = [[display_path(p), reason] for p, reason in self.skipped]
         return record
 
     @classmethod
@@ -113,6 +118,7 @@ class Splits:
                 for name in SPLIT_NAMES
             }
             layout = str(d["layout"])
+            skipped = tuple((str(p), str(r)) for p, r in d.get("skipped", []))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise DataError(f"not a valid plainnet split record: {e}") from None
         missing = [s.path for name in SPLIT_NAMES for s in parts[name] if not s.path.is_file()]
@@ -121,7 +127,7 @@ class Splits:
                 f"{len(missing)} file(s) listed in the split no longer exist under {base}"
                 f" (first: {missing[0].relative_to(base).as_posix()})"
             )
-        return cls(classes=classes, layout=layout, root=base, **parts)
+        return cls(classes=classes, layout=layout, root=base, skipped=skipped, **parts)
 
 
 def _sample_from_json(base: Path, entry, n_classes: int) -> Sample:
@@ -159,35 +165,69 @@ def _raise_walk_error(err: OSError) -> None:
     raise DataError(f"{err.filename}: cannot list folder: {err.strerror}")
 
 
-def _images_under(folder: Path, root: Path) -> list[Path]:
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable text: bytes that are not valid UTF-8 (a name from another system's
+    encoding) are shown as ``\\xNN`` escapes instead of failing every write of the name."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _valid_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _images_under(folder: Path, root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise_walk_error):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        kept = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            if _valid_name(Path(dirpath, d)):
+                kept.append(d)
+            else:
+                skipped.append((str(Path(dirpath, d)), "folder name is not valid UTF-8: rename the folder"))
+        dirnames[:] = kept
         for name in filenames:
             if name.startswith("."):
                 continue
             path = Path(dirpath, name)
-            if is_image_file(name):
-                found.append(path)
+            if not is_image_file(name):
+                log.debug("ignoring non-image file %s", display_path(path.relative_to(root)))
+            elif not _valid_name(path):
+                skipped.append((str(path), "file name is not valid UTF-8: rename the file"))
             else:
-                log.debug("ignoring non-image file %s", path.relative_to(root))
+                found.append(path)
     return found
 
 
-def _scan(root: str | os.PathLike, min_classes: int) -> tuple[tuple[str, ...], tuple[Sample, ...]]:
+def _scan(root: str | os.PathLike, min_classes: int
+          ) -> tuple[tuple[str, ...], tuple[Sample, ...], tuple[tuple[str, str], ...]]:
+    """Classes, samples, and the ``(path, reason)`` of image files left out (unusable names)."""
     root = _check_root(root)
     class_dirs = _visible_subdirs(root)
     if not class_dirs:
         loose = sum(1 for p in root.iterdir() if p.is_file() and is_image_file(p))
         found = f"found {loose} images but no sub-folders" if loose else "found no sub-folders"
         raise DataError(f"{root}: expected one sub-folder per class (ROOT/<class>/<image>), {found}")
+    bad_names = [display_path(d.name) for d in class_dirs if not _valid_name(d)]
+    if bad_names:
+        raise DataError(f"{root}: class folder name(s) not valid UTF-8: {', '.join(bad_names)}; rename them "
+                        "(class names are written to classes.json and every checkpoint)")
     samples = []
     empty = []
+    skipped: list[tuple[str, str]] = []
     for label, class_dir in enumerate(class_dirs):
-        images = _images_under(class_dir, root)
+        images = _images_under(class_dir, root, skipped)
         if not images:
             empty.append(class_dir.name)
         samples += [Sample(path, label) for path in images]
+    if skipped:
+        log.warning("skipped %d file(s) with unusable names: %s", len(skipped),
+                    "; ".join(f"{display_path(p)} ({r})" for p, r in skipped[:10]))
     if not samples:
         raise DataError(f"{root}: no image files in any class folder (looked for {_suffix_list()})")
     if empty:
@@ -200,7 +240,7 @@ def _scan(root: str | os.PathLike, min_classes: int) -> tuple[tuple[str, ...], t
         )
     # Sort by path components (not the joined string) so the order agrees with the sorted class names.
     samples.sort(key=lambda s: s.path.relative_to(root).parts)
-    return tuple(d.name for d in class_dirs), tuple(samples)
+    return tuple(d.name for d in class_dirs), tuple(samples), tuple(skipped)
 
 
 def _suffix_list() -> str:
@@ -220,7 +260,8 @@ def scan_class_folders(
             no images (all such folders are named), or there are fewer than ``min_classes`` classes
             (2 for training; evaluating a single class's images is legitimate).
     """
-    return _scan(root, min_classes=min_classes)
+    classes, samples, _ = _scan(root, min_classes=min_classes)
+    return classes, samples
 
 
 def detect_layout(root: str | os.PathLike) -> str:
@@ -338,25 +379,26 @@ def load_splits(
             " plainnet.data.cifar.load_cifar_batches"
         )
     if layout == "class-folders":
-        classes, samples = scan_class_folders(root)
+        classes, samples, skipped = _scan(root, min_classes=2)
         train, val, test = stratified_split(samples, val_fraction, test_fraction, seed)
     else:
         dirs = _split_dirs(root)
         if "test" not in dirs and dirs["val"].name == "test":
             log.info("%s has train/ and test/ but no val/: using test/ as the validation split", root)
-        classes, train = scan_class_folders(dirs["train"])
-        val = _relabel(dirs["val"], classes)
-        test = _relabel(dirs["test"], classes) if "test" in dirs else ()
-    splits = Splits(classes=classes, train=train, val=val, test=test, layout=layout, root=root)
+        classes, train, skipped = _scan(dirs["train"], min_classes=2)
+        val, skipped_val = _relabel(dirs["val"], classes)
+        test, skipped_test = _relabel(dirs["test"], classes) if "test" in dirs else ((), ())
+        skipped += skipped_val + skipped_test
+    splits = Splits(classes=classes, train=train, val=val, test=test, layout=layout, root=root, skipped=skipped)
     log.info("%s (%s): %s", root, layout, {k: sum(v) for k, v in splits.counts().items()})
     return splits
 
 
-def _relabel(folder: Path, train_classes: tuple[str, ...]) -> tuple[Sample, ...]:
+def _relabel(folder: Path, train_classes: tuple[str, ...]) -> tuple[tuple[Sample, ...], tuple]:
     """Scan a val/test folder and re-index its labels into the training class list."""
-    classes, samples = _scan(folder, min_classes=1)  # a held-out split may cover a single class
+    classes, samples, skipped = _scan(folder, min_classes=1)  # a held-out split may cover a single class
     unknown = [c for c in classes if c not in train_classes]
     if unknown:
         raise DataError(f"{folder}: class folder(s) not in train/: {', '.join(unknown)}")
     index = [train_classes.index(c) for c in classes]
-    return tuple(Sample(s.path, index[s.label]) for s in samples)
+    return tuple(Sample(s.path, index[s.label]) for s in samples), skipped

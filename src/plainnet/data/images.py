@@ -17,8 +17,11 @@ Pillow mode to ``"RGB"``:
 - ``F`` (float): values within 0..1 are scaled by 255, anything else is stretched min..max; NaN and
   infinities become 0.
 
-Every failure (missing, empty, truncated or non-image file, decompression bomb, unsupported mode) is
-a :class:`BadImageError` naming the file. Pillow's global state (``LOAD_TRUNCATED_IMAGES``,
+Every failure (missing, empty, truncated or non-image file, an image over Pillow's decompression-bomb
+limit, an unsupported mode, and for training an image under :data:`MIN_SIDE` px a side) is a
+:class:`BadImageError` naming the file. Images over the limit are refused rather than decoded at
+reduced size: no training or prediction needs 180 million pixels, and a file that claims them is more
+often an attack than a photo. Pillow's global state (``LOAD_TRUNCATED_IMAGES``,
 ``MAX_IMAGE_PIXELS``) is read, never changed.
 """
 
@@ -42,6 +45,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+#: Training skips images smaller than this on a side: they carry no usable detail (1x1 placeholders,
+#: tracking pixels). Prediction answers for any size.
+MIN_SIDE = 4
 _TIFF_BITS_PER_SAMPLE = 258
 # Pillow's resize first box-reduces by an integer factor while the image stays this many times larger
 # than the target, then resamples: near-identical output, several times faster on big photos.
@@ -65,7 +71,7 @@ class BadImageError(DataError):
         return type(self), (self.path, self.reason)
 
 
-def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+def load_rgb(path: str | os.PathLike, min_side: int | None = None, smallest: int = 1) -> Image.Image:
     """Decode ``path`` fully and return it upright, in mode ``"RGB"``.
 
     Args:
@@ -74,6 +80,7 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
             be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, far cheaper than a full decode
             and a resize) as long as its shorter side stays >= ``min_side``. Other formats and
             ``None`` decode at full size.
+        smallest: images with a side shorter than this many pixels are refused as too small.
 
     Raises:
         BadImageError: the file is missing, empty, not an image, truncated, too large (Pillow's
@@ -84,6 +91,8 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if min(im.size) < smallest:
+                raise BadImageError(path, f"too small: {im.size[0]}x{im.size[1]} px (at least {smallest} px a side)")
             if min_side is not None and im.format == "JPEG":
                 im.draft("RGB", (min_side, min_side))
             im.load()
@@ -91,22 +100,24 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None) -> Image.Imag
     except BadImageError:
         raise
     except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
+        raise BadImageError(path, "broken link: its target does not exist" if path.is_symlink()
+                            else "file not found") from None
     except IsADirectoryError:
         raise BadImageError(path, "is a directory, not an image file") from None
     except PermissionError:
         raise BadImageError(path, "permission denied") from None
     except UnidentifiedImageError:
         raise BadImageError(path, "empty file" if _is_empty(path) else "not an image") from None
-    except Image.DecompressionBombError as e:
-        raise BadImageError(path, f"decompression bomb: {e}") from None
+    except Image.DecompressionBombError:
+        raise BadImageError(path, f"too large: over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+                                  "(a decompression bomb, or far more pixels than training needs: downscale it)") from None
     except Exception as e:  # OSError, SyntaxError, ValueError, EOFError, zlib.error: all "undecodable"
         message = str(e) or type(e).__name__
         reason = "truncated file" if "truncat" in message.lower() else f"cannot decode: {message}"
         raise BadImageError(path, reason[:200]) from None
 
 
-def load_rgb_array(path: str | os.PathLike, size: int, crop_ratio: float = 1.0) -> np.ndarray:
+def load_rgb_array(path: str | os.PathLike, size: int, crop_ratio: float = 1.0, smallest: int = 1) -> np.ndarray:
     """A ``(size, size, 3)`` uint8 array: shorter side resized to ``round(size / crop_ratio)``, then
     a centred ``size`` x ``size`` crop (the usual evaluation transform; ``crop_ratio=0.875`` is the
     ImageNet 224-of-256 convention).
@@ -119,7 +130,7 @@ def load_rgb_array(path: str | os.PathLike, size: int, crop_ratio: float = 1.0) 
     if not 0 < crop_ratio <= 1:
         raise ConfigError(f"crop_ratio must be in (0, 1], got {crop_ratio}")
     side = round(size / crop_ratio)
-    im = load_rgb(path, min_side=side)
+    im = load_rgb(path, min_side=side, smallest=smallest)
     w, h = im.size
     scale = side / min(w, h)
     new_size = (max(side, round(w * scale)), max(side, round(h * scale)))

@@ -154,7 +154,8 @@ _ORT_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _ort_call(model: nn.Module, name: str, dtype: str, x: torch.Tensor, size: int, device: str, calib):
-    from .export import export_onnx, ort_session
+    from ..model_files import onnx_session
+    from .export import export_onnx
     from .quantize import QuantOptions, quantize_onnx
 
     if dtype not in ("fp32", "int8"):
@@ -168,7 +169,7 @@ def _ort_call(model: nn.Module, name: str, dtype: str, x: torch.Tensor, size: in
                 batches = [c.numpy() for c in (calib or [torch.randn(8, 3, size, size)])]
                 path = quantize_onnx(path, Path(tmp) / "model.int8.onnx", batches, QuantOptions(keep_ends_float=False))
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
-            session = sessions[(dtype, device)] = ort_session(path, threads=torch.get_num_threads(),
+            session = sessions[(dtype, device)] = onnx_session(path, threads=torch.get_num_threads(),
                                                               providers=providers)
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from ..errors import EquivalenceError, PlainnetError
+from ..model_files import METADATA_KEY, onnx_session, read_pt2
 from .reparam import Equivalence, reparameterize, verify_equivalence
 
 __all__ = ["ExportResult", "export_onnx", "export_pt2", "onnx_op_histogram", "pt2_op_histogram",
-           "ort_session", "METADATA_KEY"]
+           "ort_callable", "METADATA_KEY"]
 
 log = logging.getLogger(__name__)
-METADATA_KEY = "plainnet"
 
 
 @dataclass
@@ -38,18 +38,6 @@ class ExportResult:
     @property
     def size_bytes(self) -> int:
         return self.path.stat().st_size
-
-
-def ort_session(path: str | Path, threads: int = 0, providers: list[str] | None = None):
-    """An onnxruntime session with all graph optimizations, on the CPU unless told otherwise."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
 def ort_callable(session):
@@ -111,7 +99,7 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, *, me
     onnx.save(proto, str(path))
     for side in side_files - {path}:
         side.unlink(missing_ok=True)
-    parity = _check(fused, ort_callable(ort_session(path)), example, dynamic_batch, rtol, "ONNX")
+    parity = _check(fused, ort_callable(onnx_session(path)), example, dynamic_batch, rtol, "ONNX")
     return ExportResult(path, "onnx", parity, onnx_op_histogram(path))
 
 
@@ -125,7 +113,7 @@ def export_pt2(model: nn.Module, path: str | Path, example: torch.Tensor, *, met
     program = torch.export.export(fused, (x,), dynamic_shapes=batch_shapes(dynamic_batch), strict=False)
     info = {**(metadata or {}), "fixed_batch": None if dynamic_batch else 1}
     torch.export.save(program, str(path), extra_files={f"{METADATA_KEY}.json": json.dumps(info)})
-    parity = _check(fused, torch.export.load(str(path)).module(), example, dynamic_batch, rtol, ".pt2")
+    parity = _check(fused, read_pt2(path)[0], example, dynamic_batch, rtol, ".pt2")
     return ExportResult(path, "pt2", parity, pt2_op_histogram(program))
 
 
@@ -139,14 +127,3 @@ def _check(fused: nn.Module, exported, example: torch.Tensor, dynamic_batch: boo
         return verify_equivalence(fused, run, example, rtol=rtol)
     except EquivalenceError as e:
         raise EquivalenceError(f"the {label} export differs from PyTorch: {e}") from None
-
-
-def read_pt2(path: str | Path) -> tuple[nn.Module, dict]:
-    """The module of a .pt2 export and its plainnet metadata."""
-    try:  # a PT2E int8 program uses the quantize/dequantize ops torchao registers
-        import torchao.quantization.pt2e  # noqa: F401
-    except ImportError:
-        pass
-    extra = {f"{METADATA_KEY}.json": ""}
-    program = torch.export.load(str(path), extra_files=extra)
-    return program.module(), json.loads(extra[f"{METADATA_KEY}.json"] or "{}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -168,6 +169,18 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
+def _auto_keys() -> set[str]:
+    keys = set()
+    for section in fields(RunConfig):
+        for f in fields(section.default_factory):
+            if f.default == AUTO:
+                keys.add(f"{section.name}.{f.name}")
+    return keys
+
+
+_AUTO_KEYS = _auto_keys()
+
+
 def config_to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
@@ -222,6 +235,74 @@ CHOICES = {
 }
 
 
+#: Allowed ranges of the numeric fields, as intervals ``(low, high, low_open, high_open)``; ``None``
+#: is unbounded. NaN and infinities are never allowed; ``auto`` stays allowed where it is the default.
+RANGES = {
+    "data.val_fraction": (0.0, 1.0, True, True),
+    "data.test_fraction": (0.0, 1.0, False, True),
+    "data.seed": (0, None, False, False),
+    "data.image_size": (8, 4096, False, False),
+    "data.crop_ratio": (0.0, 1.0, True, False),
+    "data.batch_size": (1, None, False, False),
+    "data.workers": (0, None, False, False),
+    "augment.rotate": (0.0, 180.0, False, False),
+    "augment.mixup": (0.0, None, False, False),
+    "augment.cutmix": (0.0, None, False, False),
+    "augment.random_erasing": (0.0, 1.0, False, False),
+    "model.drop_rate": (0.0, 1.0, False, True),
+    "model.freeze_stages": (0, 5, False, False),
+    "model.backbone_lr_scale": (0.0, None, False, False),
+    "optim.lr": (0.0, None, True, False),
+    "optim.momentum": (0.0, 1.0, False, True),
+    "optim.weight_decay": (0.0, None, False, False),
+    "schedule.warmup_epochs": (0.0, None, False, False),
+    "schedule.min_lr_ratio": (0.0, 1.0, False, False),
+    "train.epochs": (1, None, False, False),
+    "train.budget_minutes": (0.0, None, True, False),
+    "train.label_smoothing": (0.0, 1.0, False, True),
+    "train.ema": (0.0, 1.0, False, True),
+    "train.grad_clip": (0.0, None, False, False),
+    "train.patience": (0, None, False, False),
+    "train.devices": (1, None, False, False),
+    "train.num_nodes": (1, None, False, False),
+    "train.threads": (0, None, False, False),
+    "distill.temperature": (0.0, None, True, False),
+    "distill.alpha": (0.0, 1.0, False, False),
+}
+#: Fields that take one of a few numbers.
+NUMBER_CHOICES = {"model.output_stride": (8, 16, 32)}
+
+
+def _describe_range(low, high, low_open: bool, high_open: bool) -> str:
+    if high is None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def _check_range(key: str, value) -> None:
+    if value == AUTO or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    auto = " or auto" if key in _AUTO_KEYS else ""
+    if key in NUMBER_CHOICES and value not in NUMBER_CHOICES[key]:
+        raise ConfigError(f"{key}: {value!r} is not allowed (one of {', '.join(map(str, NUMBER_CHOICES[key]))}{auto})")
+    if key not in RANGES:
+        return
+    low, high, low_open, high_open = RANGES[key]
+    inside = math.isfinite(value) and (value > low if low_open else value >= low) and (
+        high is None or (value < high if high_open else value <= high))
+    if not inside:
+        raise ConfigError(f"{key}: {value!r} is out of range (allowed: {_describe_range(*RANGES[key])}{auto})")
+
+
+def check_config(cfg: "RunConfig") -> "RunConfig":
+    """Checks that span fields (one field's range is checked as it is set)."""
+    d = cfg.data
+    if isinstance(d.val_fraction, float) and d.val_fraction + d.test_fraction >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g}: "
+                          "nothing would be left to train on (their sum must be below 1)")
+    return cfg
+
+
 def _check_choice(key: str, value) -> None:
     allowed = CHOICES.get(key)
     if allowed and value != AUTO and value not in allowed:
@@ -238,6 +319,7 @@ def _update_section(section, values: dict, prefix: str):
             raise ConfigError(f"unknown option '{prefix}.{key}'{_hint(key, known)}")
         changes[key] = _coerce(value, hints[key], f"{prefix}.{key}")
         _check_choice(f"{prefix}.{key}", changes[key])
+        _check_range(f"{prefix}.{key}", changes[key])
     return replace(section, **changes)
 
 
@@ -251,7 +333,7 @@ def config_from_dict(d: dict, base: RunConfig | None = None) -> RunConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"config section '{name}' must be a mapping, got {values!r}")
         cfg = replace(cfg, **{name: _update_section(getattr(cfg, name), values, name)})
-    return cfg
+    return check_config(cfg)
 
 
 def load_config(path: str | Path | None, base: RunConfig | None = None) -> RunConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..data.folder import Splits
-from ..errors import ConfigError
+from ..data.folder import Splits, display_path
+from ..errors import ConfigError, WeightsError
 from .config import RunConfig, apply_overrides, config_from_dict, load_config, save_config
 
 __all__ = ["TrainResult", "train", "load_data", "data_facts"]
@@ -68,7 +69,7 @@ def data_facts(source):
             try:
                 with Image.open(s.path) as im:  # header only, no decoding
                     sides.append(min(im.size))
-            except OSError:
+            except (OSError, ValueError, Image.DecompressionBombError):  # decoding reports these files later
                 continue
         typical = sorted(sides)[len(sides) // 2] if sides else 224
     else:
@@ -168,7 +169,7 @@ def _precision(cfg: RunConfig) -> str:
 def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int):
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     from .callbacks import AtomicCheckpointIO
 
@@ -198,7 +199,9 @@ def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int)
         max_epochs=max_epochs,
         gradient_clip_val=t.grad_clip or None,
         callbacks=callbacks,
-        logger=[TensorBoardLogger(run_dir, name="tb", version=""), CSVLogger(run_dir, name="lightning", version="")],
+        # (plainnet writes metrics.csv itself, from a history that survives --resume; Lightning's CSV
+        # logger would delete its own file on every resume)
+        logger=[TensorBoardLogger(run_dir, name="tb", version="")],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=t.progress,
         enable_model_summary=False,
@@ -249,6 +252,8 @@ def train(
         ckpt_path = last if last.is_file() else None
         if ckpt_path is None:
             log.warning("no checkpoint in %s yet: starting it again from epoch 1", run_dir)
+        else:
+            _check_resumable(ckpt_path, run_dir)
     elif isinstance(config, RunConfig):
         cfg = config
     elif isinstance(config, dict):
@@ -280,16 +285,58 @@ def train(
         if rank == 0 and (run_dir / "config.yaml").exists() and not os.environ.get("PLAINNET_RUN_DIR"):
             raise ConfigError(f"run directory {run_dir} already exists: pick another --train.name or --resume it")
     os.environ["PLAINNET_RUN_DIR"] = str(run_dir)  # processes launched from here use the same directory
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _attach_log_file(run_dir) if rank == 0 else None
+    created = not run_dir.exists()
+    failure: BaseException | None = None
     try:
-        return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine, model_instance)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = _attach_log_file(run_dir) if rank == 0 else None
+        try:
+            return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine, model_instance)
+        finally:
+            if handler is not None:
+                logging.getLogger("plainnet").removeHandler(handler)
+                handler.close()
+    except BaseException as e:
+        failure = e
+        raise
     finally:
-        if handler is not None:
-            logging.getLogger("plainnet").removeHandler(handler)
-            handler.close()
         if os.environ.get("PLAINNET_RUN_DIR") == str(run_dir) and world == 1:
             del os.environ["PLAINNET_RUN_DIR"]
+        if failure is not None and rank == 0 and resume is None and created:
+            _record_failure(run_dir, failure, time.perf_counter() - t0)
+
+
+def _check_resumable(last: Path, run_dir: Path) -> None:
+    """Read the checkpoint ``--resume`` continues from before anything in the run is touched: a bad one
+    is one error naming it and the run's last good weights, and the run stays as it was."""
+    from ..model_files import read_torch_file
+
+    try:
+        ckpt = read_torch_file(last, "checkpoint")
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+            raise WeightsError(f"{last} is not a Lightning training checkpoint")
+    except WeightsError as e:
+        best = run_dir / "best.pt"
+        kept = f"; its best weights so far, {best}, can still be evaluated and exported" if best.is_file() else ""
+        raise WeightsError(f"cannot resume {run_dir}: {e}. Nothing in the run was changed{kept}; or start a new "
+                           "run") from None
+
+
+def _record_failure(run_dir: Path, error: BaseException, seconds: float) -> None:
+    """A run that failed before it saved any weights leaves nothing behind; one that saved some is kept
+    (it can be resumed, evaluated and exported) and its results.json says how it ended, so ``runs/``
+    never holds a directory that looks finished but is not."""
+    if not (run_dir / "best.pt").is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        log.info("removed the unfinished run directory %s", run_dir)
+        return
+    status = "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "failed"
+    message = " ".join(str(error).split()) or type(error).__name__
+    try:
+        (run_dir / "results.json").write_text(json.dumps({"status": status, "error": message, "seconds": seconds},
+                                                         indent=1))
+    except OSError:  # the disk that failed the run may fail this too; the run stays resumable
+        pass
 
 
 def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float, machine,
@@ -311,8 +358,8 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     if rank == 0:
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "classes.json").write_text(json.dumps(classes, indent=1))
-        if isinstance(source, Splits):
-            (run_dir / "split.json").write_text(json.dumps(source.to_json()))
+        if isinstance(source, Splits):  # the files actually used; unreadable ones under "skipped"
+            (run_dir / "split.json").write_text(json.dumps(dm.used_splits().to_json()))
         log.info("data: %d classes, %d train images %s; run directory %s", len(classes), dm.num_train(),
                  dict(zip(classes, dm.class_counts())), run_dir)
 
@@ -353,10 +400,11 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
         for split in ("val", "test"):
             if dm.has_split(split):
                 final[split] = score_datamodule(best, dm, split, tta=cfg.augment.tta)
+        skipped = dm.used_splits().skipped if isinstance(source, Splits) else dm.bad_files
         (run_dir / "results.json").write_text(json.dumps({
-            "best_epoch": recorder.best_epoch, "best_metric": recorder.best, "monitor": cfg.train.monitor,
-            "epochs_run": len(recorder.history), "seconds": time.perf_counter() - t0, "final": final,
-            "auto": notes, "bad_files": dm.bad_files}, indent=1))
+            "status": "finished", "best_epoch": recorder.best_epoch, "best_metric": recorder.best,
+            "monitor": cfg.train.monitor, "epochs_run": len(recorder.history), "seconds": time.perf_counter() - t0,
+            "final": final, "auto": notes, "bad_files": [[display_path(p), r] for p, r in skipped]}, indent=1))
     return TrainResult(run_dir=run_dir, best_checkpoint=run_dir / "best.pt", best_metric=recorder.best or 0.0,
                        best_epoch=recorder.best_epoch or 0, final=final, epochs_run=len(recorder.history),
                        seconds=time.perf_counter() - t0, config=cfg, notes=tuple(notes))

@@ -85,7 +85,8 @@ def read_image(path: str | Path, preprocess: Preprocess) -> torch.Tensor:
 
 
 def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -> InferenceModel:
-    """Load a run directory, a plainnet checkpoint or an exported ONNX file for inference."""
+    """Load a run directory, a plainnet checkpoint, a .pt2 or an ONNX export for inference; every file
+    is opened by :mod:`plainnet.model_files`, so no code in it can run."""
     source = resolve_checkpoint(path)
     if source.suffix.lower() == ".onnx":
         return _load_onnx(source)
@@ -95,29 +96,66 @@ def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -
     from ..models.weights import load_checkpoint
 
     payload = load_checkpoint(source)
-    if "classes" not in payload or "preprocess" not in payload:
-        raise WeightsError(f"{source} has no class names or preprocessing: use a checkpoint written by "
-                           "plainnet train (best.pt, last.pt) or plainnet export")
+    classes, preprocess = _metadata(payload, source, "checkpoint written by plainnet train (best.pt, last.pt)")
     model = load_model(source).to(device)
-    return InferenceModel(classes=list(payload["classes"]), preprocess=Preprocess.from_dict(payload["preprocess"]),
-                          source=source, form="deploy" if is_deployed(model) else "train", module=model,
+    _check_outputs(len(classes), getattr(model.get_classifier(), "out_features", None)
+                   if hasattr(model, "get_classifier") else None, source)
+    _check_run_classes(classes, source)
+    return InferenceModel(classes=classes, preprocess=preprocess, source=source,
+                          form="deploy" if is_deployed(model) else "train", module=model,
                           device=torch.device(device), config=payload.get("config"))
 
 
+def _metadata(info, source: Path, expected: str) -> tuple[list[str], Preprocess]:
+    """The class names and preprocessing a model file carries, checked: one clear error if either is
+    missing or malformed."""
+    if not isinstance(info, dict) or "classes" not in info or "preprocess" not in info:
+        raise WeightsError(f"{source} carries no class names or preprocessing: use a {expected}")
+    classes = info["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise WeightsError(f"{source}: its class list is not a list of names")
+    try:
+        preprocess = Preprocess.from_dict(info["preprocess"])
+    except (KeyError, TypeError, ValueError):
+        raise WeightsError(f"{source}: its preprocessing record is incomplete or malformed") from None
+    if preprocess.image_size < 1 or not 0 < preprocess.crop_ratio <= 1 or len(preprocess.mean) != 3 \
+            or len(preprocess.std) != 3 or not all(v > 0 for v in preprocess.std):
+        raise WeightsError(f"{source}: its preprocessing record is out of range ({preprocess})")
+    return list(classes), preprocess
+
+
+def _check_outputs(n_classes: int, n_outputs, source: Path) -> None:
+    if isinstance(n_outputs, int) and n_outputs != n_classes:
+        raise WeightsError(f"{source} names {n_classes} classes but its model predicts {n_outputs}: the file "
+                           "was edited or assembled from two models")
+
+
+def _check_run_classes(classes: list[str], source: Path) -> None:
+    """A checkpoint inside a run directory must agree with the run's classes.json."""
+    record = source.parent / "classes.json"
+    if not (source.parent / "config.yaml").is_file() or not record.is_file():
+        return
+    try:
+        run_classes = json.loads(record.read_text())
+    except (OSError, ValueError):
+        raise WeightsError(f"{record} is unreadable or not JSON") from None
+    if run_classes != classes:
+        raise WeightsError(f"{source} was trained on classes {classes}, but its run directory's classes.json "
+                           f"lists {run_classes}: one of them was replaced")
+
+
 def _load_onnx(source: Path) -> InferenceModel:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise WeightsError("reading ONNX files needs onnxruntime: pip install onnxruntime") from None
-    try:
-        session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise WeightsError(f"cannot load ONNX model {source}: {str(e).splitlines()[0][:200]}") from None
+    from ..model_files import METADATA_KEY, onnx_session
+
+    session = onnx_session(source)
     meta = session.get_modelmeta().custom_metadata_map
-    if "plainnet" not in meta:
-        raise WeightsError(f"{source} carries no plainnet metadata (class names, preprocessing): export it "
-                           "with plainnet export")
-    info = json.loads(meta["plainnet"])
+    try:
+        info = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+    except json.JSONDecodeError:
+        raise WeightsError(f"{source}: its plainnet metadata is not valid JSON") from None
+    classes, preprocess = _metadata(info, source, "model exported by plainnet export")
+    outputs = session.get_outputs()[0].shape
+    _check_outputs(len(classes), outputs[-1] if outputs else None, source)
     if info.get("quantization", "").startswith("ort-") and info.get("int8_weight_bits", 8) == 8:
         from ..cpu import int8_pairs_saturate
 
@@ -126,23 +164,17 @@ def _load_onnx(source: Path) -> InferenceModel:
                         "int8 kernels can saturate and lose accuracy: quantize it again on this machine "
                         "(plainnet quantize picks 7-bit weights here)", source)
     batch_dim = session.get_inputs()[0].shape[0]
-    return InferenceModel(classes=list(info["classes"]), preprocess=Preprocess.from_dict(info["preprocess"]),
-                          source=source, form="onnx", session=session, config=info.get("config"),
-                          fixed_batch=batch_dim if isinstance(batch_dim, int) else None)
+    return InferenceModel(classes=classes, preprocess=preprocess, source=source, form="onnx", session=session,
+                          config=info.get("config"), fixed_batch=batch_dim if isinstance(batch_dim, int) else None)
 
 
 def _load_pt2(source: Path) -> InferenceModel:
-    from ..deploy.export import read_pt2
+    from ..model_files import read_pt2
 
-    try:
-        module, info = read_pt2(source)
-    except Exception as e:  # noqa: BLE001
-        raise WeightsError(f"cannot load {source}: {str(e).splitlines()[0][:200]}") from None
-    if "classes" not in info:
-        raise WeightsError(f"{source} carries no plainnet metadata: export it with plainnet export")
-    return InferenceModel(classes=list(info["classes"]), preprocess=Preprocess.from_dict(info["preprocess"]),
-                          source=source, form="pt2", module=module, config=info.get("config"),
-                          fixed_batch=info.get("fixed_batch"))
+    module, info = read_pt2(source)
+    classes, preprocess = _metadata(info, source, "model exported by plainnet export")
+    return InferenceModel(classes=classes, preprocess=preprocess, source=source, form="pt2", module=module,
+                          config=info.get("config"), fixed_batch=info.get("fixed_batch"))
 
 
 def sample_images(model: InferenceModel, source: str | Path | None = None, n: int = 64,

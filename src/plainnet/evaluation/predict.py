@@ -2,7 +2,9 @@
 
 Output follows the documented schema ``plainnet.predictions/v1`` (``docs/predict.schema.json``): one
 record per input file, either ``{"path", "ok": true, "top_k": [{"class", "index", "probability"}...]}``
-or ``{"path", "ok": false, "error"}``. A bad file fails alone; the others are still predicted.
+or ``{"path", "ok": false, "error"}``. A bad file fails alone; the others are still predicted. Every
+input, and every entry with an image suffix found in an input folder (a broken link, a folder named
+``x.jpg``), gets a record. Paths that are not valid UTF-8 are written with ``\\xNN`` escapes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.folder import display_path
 from ..data.images import BadImageError, is_image_file
 from .inference import InferenceModel, read_image
 
@@ -21,12 +24,17 @@ SCHEMA = "plainnet.predictions/v1"
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images (sorted), duplicates removed."""
+    """Files as given, folders searched recursively (sorted), duplicates removed.
+
+    Inside folders, every entry with an image suffix is kept, whatever it turns out to be: a broken
+    link or a folder named ``x.jpg`` then gets an error record instead of vanishing from the output.
+    Hidden entries (names starting with ".") and files without an image suffix are left out.
+    """
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)
+            out += sorted(f for f in p.rglob("*") if is_image_file(f)
                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
         else:
             out.append(p)  # a missing or non-image file gets its own error record
@@ -38,30 +46,28 @@ def predict_files(model: InferenceModel, paths: list[Path], *, top_k: int = 3, b
                   explain_dir: Path | None = None) -> dict:
     """Top-``k`` classes with probabilities for every file; unreadable files get an error record."""
     k = max(1, min(top_k, len(model.classes)))
-    records: list[dict] = []
+    records: list[dict | None] = [None] * len(paths)
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
         images, good = [], []
-        for path in chunk:
+        for i in range(start, min(start + batch_size, len(paths))):
             try:
-                images.append(read_image(path, model.preprocess))
-                good.append(path)
+                images.append(read_image(paths[i], model.preprocess))
+                good.append(i)
             except BadImageError as e:
-                records.append({"path": str(path), "ok": False, "error": e.reason})
+                records[i] = {"path": display_path(paths[i]), "ok": False, "error": e.reason}
         if not images:
             continue
         batch = torch.stack(images)
         probs = model(model.prepare(batch)).softmax(1)
         values, indices = probs.topk(k, dim=1)
-        overlays = _explain(model, batch, explain_dir, good) if explain_dir else [None] * len(good)
-        for path, vals, idxs, overlay in zip(good, values.tolist(), indices.tolist(), overlays):
-            record = {"path": str(path), "ok": True, "top_k": [
-                {"class": model.classes[i], "index": i, "probability": round(v, 6)} for v, i in zip(vals, idxs)]}
+        overlays = (_explain(model, batch, explain_dir, [paths[i] for i in good]) if explain_dir
+                    else [None] * len(good))
+        for i, vals, idxs, overlay in zip(good, values.tolist(), indices.tolist(), overlays):
+            record = {"path": display_path(paths[i]), "ok": True, "top_k": [
+                {"class": model.classes[c], "index": c, "probability": round(v, 6)} for v, c in zip(vals, idxs)]}
             if overlay is not None:
-                record["explanation"] = str(overlay)
-            records.append(record)
-    order = {str(p): i for i, p in enumerate(paths)}
-    records.sort(key=lambda r: order[r["path"]])
+                record["explanation"] = display_path(overlay)
+            records[i] = record
     return {"schema": SCHEMA, "model": str(model.source), "classes": list(model.classes), "top_k": k,
             "predictions": records}
 
@@ -74,7 +80,7 @@ def _explain(model: InferenceModel, batch: torch.Tensor, out_dir: Path, paths: l
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path, overlay in zip(paths, explain_images(model, batch)):
-        target = out_dir / f"{path.stem}.gradcam.png"
+        target = out_dir / f"{display_path(path.stem)}.gradcam.png"
         Image.fromarray(overlay).resize((overlay.shape[1] * 2, overlay.shape[0] * 2)).save(target)
         written.append(target)
     return written

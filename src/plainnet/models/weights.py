@@ -3,7 +3,8 @@
 Reads: plainnet's own checkpoints; the official RepVGG repository's keys in training and deploy form;
 timm's RepVGG keys (renamed); torchvision's VGG keys (plainnet's VGG uses them natively); wrappers
 (``state_dict`` / ``model`` nesting, ``module.`` from DDP, ``_orig_mod.`` from ``torch.compile``,
-``model.`` from a LightningModule). Files are read with ``torch.load(..., weights_only=True)`` only.
+``model.`` from a LightningModule), in ``.pt``/``.pth``/``.ckpt`` or ``.safetensors`` files, opened by
+:mod:`plainnet.model_files` (never unpickling anything but tensors and plain data).
 
 Loading is strict: a missing, unexpected or mis-shaped key is a :class:`WeightsError` naming them. The
 one tolerated gap is BatchNorm's ``num_batches_tracked`` counter, which older checkpoints omit and
@@ -12,9 +13,11 @@ which does not affect the function computed (plainnet never uses cumulative-aver
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..model_files import read_safetensors, read_torch_file
 from .registry import EXTERNAL_PREFIXES, create_model, model_entry
 
 __all__ = [
@@ -71,23 +75,19 @@ class LoadReport:
 
 def read_state_dict(source: str | Path | Mapping) -> dict[str, torch.Tensor]:
     """A flat ``{key: tensor}`` from a checkpoint file or a (possibly nested, prefixed) mapping."""
+    where = "checkpoint"
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise WeightsError(f"checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle, zip and weights_only errors all mean "not a usable checkpoint"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WeightsError(f"cannot read checkpoint {path}: {first[:200]}") from None
+        where = str(path)
+        obj = read_safetensors(path) if path.suffix.lower() == ".safetensors" else read_torch_file(path)
     else:
         obj = source
     if not isinstance(obj, Mapping):
-        raise WeightsError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+        raise WeightsError(f"{where} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
     obj = _unwrap(obj)
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
-        raise WeightsError("checkpoint holds no tensors")
+        raise WeightsError(f"{where} holds no named tensors: not a model checkpoint")
     return _strip_prefixes(tensors)
 
 
@@ -301,6 +301,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, **meta) -> Path:
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, synced, then renamed over it. A failed write
+    (a full disk...) is an ``OSError`` naming ``path``, and the file that was there is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -310,6 +312,13 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as e:  # torch's zip writer reports a failed write as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        if "write" not in str(e).lower():
+            raise
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+        raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC if full else errno.EIO),
+                      str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -319,18 +328,15 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict:
     """The raw payload of a plainnet checkpoint (``arch``, ``state_dict``, ``deploy`` and metadata)."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"cannot read checkpoint {path}: {first[:200]}") from None
+    payload = read_torch_file(path)
     if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(
             f"{path} is not a plainnet checkpoint (no architecture inside); build the model with "
             "create_model(name, weights=path) instead"
         )
+    if not isinstance(payload.get("arch"), Mapping) or not isinstance(payload["arch"].get("name"), str) \
+            or not isinstance(payload.get("state_dict"), Mapping):
+        raise WeightsError(f"{path} is a damaged plainnet checkpoint: its architecture or weights record is missing")
     return dict(payload)
 
 
