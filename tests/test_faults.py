@@ -266,8 +266,10 @@ def test_options_out_of_range_fail_before_any_work(tmp_path, args, message):
 
 @pytest.fixture
 def failing_disk(monkeypatch):
-    """``failing_disk(folder, errno)``: from now on every file opened for writing under ``folder`` fails
-    as it would on a full (ENOSPC) or read-only (EROFS) disk. Reads and everything elsewhere work."""
+    """``failing_disk(folder, errno)``: from now on every file written under ``folder`` fails as it
+    would on a full (ENOSPC) or read-only (EROFS) disk: a read-only disk refuses the open, a full one
+    opens and then fails on the write, with no file name in the error (writes go to /dev/full).
+    Reads and everything elsewhere work."""
 
     def install(folder: Path, code: int = errno.ENOSPC) -> None:
         root = Path(folder).resolve()
@@ -284,12 +286,16 @@ def failing_disk(monkeypatch):
 
         def fake_open(file, mode="r", *args, **kwargs):
             if any(c in mode for c in "wax+") and under(file):
-                fail(file)
+                if code != errno.ENOSPC:
+                    fail(file)
+                return real_open("/dev/full", mode.replace("x", "w"), *args, **kwargs)
             return real_open(file, mode, *args, **kwargs)
 
         def fake_os_open(path, flags, *args, **kwargs):
             if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and under(path):
-                fail(path)
+                if code != errno.ENOSPC:
+                    fail(path)
+                return real_os_open("/dev/full", flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC), *args, **kwargs)
             return real_os_open(path, flags, *args, **kwargs)
 
         monkeypatch.setattr(builtins, "open", fake_open)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 __all__ = [
     "PlainnetError",
     "UnknownModelError",
@@ -9,6 +12,7 @@ __all__ = [
     "EquivalenceError",
     "ConfigError",
     "DataError",
+    "writing_into",
 ]
 
 
@@ -35,3 +39,15 @@ class ConfigError(PlainnetError, ValueError):
 
 class DataError(PlainnetError):
     """A dataset folder or file cannot be used."""
+
+
+@contextlib.contextmanager
+def writing_into(folder: str | os.PathLike):
+    """A failed write inside the block names ``folder`` when the OS error names no file (a disk that
+    fills up mid-write reports only "No space left on device")."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(folder)) from None
+        raise

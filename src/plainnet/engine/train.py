@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..data.folder import Splits, display_path
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError, WeightsError, writing_into
 from .config import RunConfig, apply_overrides, config_from_dict, load_config, save_config
 
 __all__ = ["TrainResult", "train", "load_data", "data_facts"]
@@ -102,8 +102,22 @@ def _run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.train.runs_dir) / name
 
 
+class _RunLogFile(logging.FileHandler):
+    """train.log. A disk that fills up stops the log file quietly (the console keeps the messages, and
+    the failing save reports the disk) instead of printing logging's own traceback on every line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        logging.getLogger("plainnet").removeHandler(self)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # flushing the last lines onto a full disk
+            pass
+
+
 def _attach_log_file(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = _RunLogFile(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("plainnet").addHandler(handler)
     return handler
@@ -291,7 +305,8 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         handler = _attach_log_file(run_dir) if rank == 0 else None
         try:
-            return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine, model_instance)
+            with writing_into(run_dir):  # a disk that fills up mid-write names the run directory
+                return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine, model_instance)
         finally:
             if handler is not None:
                 logging.getLogger("plainnet").removeHandler(handler)

@@ -19,7 +19,7 @@ import torch
 from ..data.augment import resize_center_crop
 from ..data.cifar import ArrayDataset
 from ..data.folder import Sample, Splits, load_splits, scan_class_folders
-from ..errors import DataError
+from ..errors import DataError, writing_into
 from .inference import InferenceModel, load_inference_model
 from .metrics import classification_metrics, parse_scales, predict_probs
 
@@ -225,39 +225,40 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     metrics["data"] = ev.description
     metrics["bad_files"] = ev.bad_files
 
-    with (out / "per_class.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
-        w.writeheader()
-        w.writerows(metrics["per_class"])
-    with (out / "confusion.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["true \\ predicted", *model.classes])
-        for cls, row in zip(model.classes, metrics["confusion"]):
-            w.writerow([cls, *row])
-    conf, pred = probs.max(1)
-    with (out / "predictions.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "true", "predicted", "confidence", "correct"])
-        for name, y, p, c in zip(ev.names, ev.labels.tolist(), pred.tolist(), conf.tolist()):
-            w.writerow([name, model.classes[y], model.classes[p], f"{c:.4f}", int(y == p)])
-    plot_confusion(metrics["confusion"], model.classes, out / "confusion.png")
+    with writing_into(out):  # a disk that fills up names the output folder
+        with (out / "per_class.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
+            w.writeheader()
+            w.writerows(metrics["per_class"])
+        with (out / "confusion.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["true \\ predicted", *model.classes])
+            for cls, row in zip(model.classes, metrics["confusion"]):
+                w.writerow([cls, *row])
+        conf, pred = probs.max(1)
+        with (out / "predictions.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "true", "predicted", "confidence", "correct"])
+            for name, y, p, c in zip(ev.names, ev.labels.tolist(), pred.tolist(), conf.tolist()):
+                w.writerow([name, model.classes[y], model.classes[p], f"{c:.4f}", int(y == p)])
+        plot_confusion(metrics["confusion"], model.classes, out / "confusion.png")
 
-    wrong = torch.nonzero(pred != ev.labels).flatten()
-    metrics["misclassified"] = len(wrong)
-    (out / "misclassified.png").unlink(missing_ok=True)
-    shown = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
-    if len(shown):
-        plot_image_grid([_hwc(model, ev.images[i]) for i in shown],
-                        [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
-                         for i in shown], out / "misclassified.png",
-                        title=f"misclassified: {len(wrong)} of {len(pred)} (most confident first)")
-    if model.module is not None:
-        picks = _cam_picks(ev.labels, pred, shown, 12)
-        overlays = explain_images(model, ev.images[picks])
-        plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"
-                                   for i in picks], out / "gradcam.png", title="Grad-CAM (predicted class)",
-                        colors=["black" if pred[i] == ev.labels[i] else "crimson" for i in picks])
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        wrong = torch.nonzero(pred != ev.labels).flatten()
+        metrics["misclassified"] = len(wrong)
+        (out / "misclassified.png").unlink(missing_ok=True)
+        shown = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
+        if len(shown):
+            plot_image_grid([_hwc(model, ev.images[i]) for i in shown],
+                            [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
+                             for i in shown], out / "misclassified.png",
+                            title=f"misclassified: {len(wrong)} of {len(pred)} (most confident first)")
+        if model.module is not None:
+            picks = _cam_picks(ev.labels, pred, shown, 12)
+            overlays = explain_images(model, ev.images[picks])
+            plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"
+                                       for i in picks], out / "gradcam.png", title="Grad-CAM (predicted class)",
+                            colors=["black" if pred[i] == ev.labels[i] else "crimson" for i in picks])
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     log.info("evaluated %d images from %s: top-1 %.4f -> %s", len(ev.labels), ev.description, metrics["top1"], out)
     return EvalResult(metrics=metrics, out_dir=out, probs=probs, data=ev)
 

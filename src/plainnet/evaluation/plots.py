@@ -23,8 +23,13 @@ def _save(fig, path: str | Path) -> Path:
     plt = _pyplot()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.savefig(tmp, bbox_inches="tight")
+    except OSError as e:  # a full disk: name the picture, leave no temporary file and no old one changed
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    finally:
+        plt.close(fig)
     tmp.replace(path)
     return path
 

@@ -75,12 +75,14 @@ def predict_files(model: InferenceModel, paths: list[Path], *, top_k: int = 3, b
 def _explain(model: InferenceModel, batch: torch.Tensor, out_dir: Path, paths: list[Path]) -> list[Path]:
     from PIL import Image
 
+    from ..errors import writing_into
     from .evaluate import explain_images
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path, overlay in zip(paths, explain_images(model, batch)):
         target = out_dir / f"{display_path(path.stem)}.gradcam.png"
-        Image.fromarray(overlay).resize((overlay.shape[1] * 2, overlay.shape[0] * 2)).save(target)
+        with writing_into(target):
+            Image.fromarray(overlay).resize((overlay.shape[1] * 2, overlay.shape[0] * 2)).save(target)
         written.append(target)
     return written

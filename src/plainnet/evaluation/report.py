@@ -323,7 +323,11 @@ def build_report(run_dir: str | Path, *, samples_per_class: int = 6) -> Path:
         run_dir=run_dir)
     out = run_dir / "report.html"
     tmp = run_dir / ".report.html.tmp"
-    tmp.write_text(html)
+    try:
+        tmp.write_text(html)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(out)) from None
     tmp.replace(out)
     return out
 

@@ -319,6 +319,11 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
         full = shutil.disk_usage(path.parent).free < (1 << 20)
         raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC if full else errno.EIO),
                       str(path)) from None
+    except OSError as e:  # a write into the open file carries no file name: name the file being saved
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
