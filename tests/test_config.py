@@ -90,3 +90,39 @@ def test_word_options_are_checked():
         apply_overrides(RunConfig(), {"augment.preset": "rotate"})
     with pytest.raises(ConfigError, match="optim.name: 'lamb' is not one of sgd, adam, adamw"):
         apply_overrides(RunConfig(), {"optim.name": "lamb"})
+
+
+PHOTOS = DataFacts(num_train=1500, num_classes=3, class_counts=(500, 500, 500), typical_side=256)
+
+
+def test_a_measured_machine_picks_the_faster_precision_and_fits_epochs_to_the_budget():
+    calls = []
+
+    def probe(name, stride, size, classes, batch, precisions):  # an AVX2 CPU: bf16 emulated, slow
+        calls.append((name, size, classes, precisions))
+        return {"fp32": 50.0, "bf16": 9.0}
+
+    avx2 = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30, probe=probe)
+    cfg, notes = resolve(RunConfig(), PHOTOS, avx2)
+    assert cfg.train.precision == "fp32" and calls == [("repvgg_a0", cfg.data.image_size, 3, ("fp32", "bf16"))]
+    assert "precision=fp32 (measured fp32 50 img/s, bf16 9 img/s; no native bf16 on this CPU)" in notes
+    assert cfg.train.epochs == int(5 * 60 * 50 / 1500)  # the 5-minute budget at the measured fp32 rate
+    assert any("at ~50 img/s (measured)" in n for n in notes)
+    fixed, _ = resolve(apply_overrides(RunConfig(), {"train.precision": "bf16", "train.epochs": "3"}), PHOTOS, avx2)
+    assert fixed.train.precision == "bf16" and len(calls) == 1  # nothing left to measure: no probe
+
+
+def test_a_probe_that_fails_falls_back_to_the_cpu_flags():
+    def probe(*args):
+        raise RuntimeError("cannot build this model")
+
+    machine = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30, probe=probe)
+    cfg, notes = resolve(RunConfig(), PHOTOS, machine)
+    assert cfg.train.precision == "bf16" and any("estimated" in n for n in notes)
+
+
+def test_the_probe_times_real_training_steps():
+    from plainnet.engine.probe import measure_train_rates
+
+    rates = measure_train_rates("repvgg_a0", 8, 16, 3, 4, ("fp32", "bf16"), seconds=0.05)
+    assert set(rates) == {"fp32", "bf16"} and all(r > 0 for r in rates.values())

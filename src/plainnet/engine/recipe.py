@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -57,6 +58,10 @@ class Machine:
     cuda_bf16: bool
     cores: int
     memory_bytes: int
+    #: Measures training images/s on this CPU: ``probe(name, output_stride, image_size, num_classes,
+    #: batch, precisions) -> {precision: img/s}`` (:func:`plainnet.engine.probe.measure_train_rates`).
+    #: ``None``: precision from the CPU's flags and speed estimated from the model's MACs.
+    probe: Callable[..., dict[str, float]] | None = None
 
 
 def cpu_supports_bf16() -> bool:
@@ -73,8 +78,10 @@ def detect_machine() -> Machine:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = 8 << 30
+    from .probe import measure_train_rates
+
     return Machine(cuda=cuda, cpu_bf16=cpu_supports_bf16(), cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
-                   cores=os.cpu_count() or 1, memory_bytes=memory)
+                   cores=os.cpu_count() or 1, memory_bytes=memory, probe=measure_train_rates)
 
 
 def _is_vgg(name: str) -> bool:
@@ -100,9 +107,10 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
     t = pick(t, "accelerator", "gpu" if gpu else "cpu", "CUDA available" if gpu else "no GPU")
     if gpu:
         t = pick(t, "precision", "bf16" if machine.cuda_bf16 else "fp16", "mixed precision on the GPU")
-    else:
+    elif machine.probe is None:
         t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32",
                  "CPU has native bf16" if machine.cpu_bf16 else "no native bf16 on this CPU")
+    # (with a probe, the CPU precision is measured below, once the model, size and batch are known)
     t = pick(t, "channels_last", True, "faster convolutions")
     m = pick(m, "name", "repvgg_a0", "fast and accurate plain network; fuses to one 3x3 conv per layer")
 
@@ -156,14 +164,30 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
         "VGG's fully connected head needs a lower rate; " if fc_vgg else "")
     o = pick(o, "lr", round(base_lr, 6), why + ("fine-tuning; " if finetune else "") + f"{o.name} at batch "
              f"{d.batch_size}")
+    rates = {}
+    if not gpu and machine.probe is not None and (t.precision == AUTO or t.epochs == AUTO):
+        candidates = ("fp32", "bf16") if t.precision == AUTO else (t.precision,)
+        stride = None if m.name.startswith(("torchvision.", "timm.")) else int(m.output_stride)
+        try:
+            rates = machine.probe(m.name, stride, int(d.image_size), facts.num_classes, int(d.batch_size),
+                                  candidates)
+        except Exception as e:  # noqa: BLE001 - a model the probe cannot build: fall back to the estimate
+            log.warning("could not measure training speed (%s); estimating it instead", e)
+        if rates:
+            t = pick(t, "precision", max(rates, key=rates.get), "measured " + ", ".join(
+                f"{p} {r:.0f} img/s" for p, r in rates.items()) + ("" if machine.cpu_bf16 else
+                                                                      "; no native bf16 on this CPU"))
+        t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32", "from the CPU's flags")
     if t.epochs == AUTO:
         if gpu:
             epochs, why = 30, "GPU default"
         else:
-            rate = _cpu_train_rate(m, int(d.image_size), facts.num_classes, t.precision == "bf16", machine.cores)
+            rate = rates.get(t.precision) or _cpu_train_rate(m, int(d.image_size), facts.num_classes,
+                                                              t.precision == "bf16", machine.cores)
             budget = float(t.budget_minutes) * 60
             epochs = int(min(100, max(5, budget * rate / max(facts.num_train, 1))))
-            why = f"~{t.budget_minutes:g} min budget at ~{rate:.0f} img/s (estimated) for {facts.num_train} images"
+            why = (f"~{t.budget_minutes:g} min budget at ~{rate:.0f} img/s ({'measured' if rates else 'estimated'}) "
+                   f"for {facts.num_train} images")
         t = pick(t, "epochs", epochs, why)
     warm = (0.25 if s.name == "onecycle" else 0.05) * int(t.epochs)
     s = pick(s, "warmup_epochs", max(2.0 if plain_vgg else 0.0, round(warm, 2)), "gradual start")
