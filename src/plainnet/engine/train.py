@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import torch
 
 from ..data.folder import Splits, display_path
 from ..errors import ConfigError, WeightsError, writing_into
-from .config import RunConfig, apply_overrides, config_from_dict, load_config, save_config
+from .config import AUTO, RunConfig, apply_overrides, config_from_dict, load_config, save_config
 
 __all__ = ["TrainResult", "train", "load_data", "data_facts"]
 
@@ -285,6 +285,8 @@ def train(
     # 2. Data, and every "auto" resolved from it and from this machine.
     source = load_data(cfg)
     machine = detect_machine()
+    if _distributed_env()[0] > 1 or cfg.train.devices not in (AUTO, 1) or cfg.train.num_nodes not in (AUTO, 1):
+        machine = replace(machine, probe=None)  # every process must choose alike: no timing in each of them
     cfg, notes = resolve(cfg, data_facts(source), machine)
     for note in notes:
         log.info("auto: %s", note)
