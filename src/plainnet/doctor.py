@@ -105,11 +105,9 @@ def diagnose(seconds: float = 0.3, rounds: int = 3) -> Diagnosis:
     train_ratio = by["bf16 forward+backward"] / by["fp32 forward+backward"]
     int8_ratio = by["int8 forward"] / by["fp32 forward"]
     choices = (
-        ("training precision", "bf16" if native_bf16 else "fp32",
-         f"{'native' if native_bf16 else 'no native'} bf16 on this CPU; measured bf16 at {train_ratio:.2f}x "
-         "the fp32 speed for training" + ("" if (train_ratio > 1) == native_bf16 else
-                                          " (the automatic choice follows the CPU flag, not this measurement; "
-                                          "--train.precision overrides it)")),
+        ("training precision", "bf16" if train_ratio > 1 else "fp32",
+         f"bf16 trains this layer at {train_ratio:.2f}x the fp32 speed ({'native' if native_bf16 else 'emulated'} "
+         "bf16); `train` measures its own model the same way before it starts"),
         ("int8 weights", "7-bit" if int8_pairs_saturate() else "8-bit",
          "x86 without VNNI: 8-bit products would saturate" if int8_pairs_saturate()
          else "VNNI or non-x86: 8-bit products accumulate exactly"),
