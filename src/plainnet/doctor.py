@@ -53,13 +53,13 @@ def _torch_runner(name: str, bf16: bool, backward: bool):
     from .deploy.bench import Runner
 
     layer = _layer()
-    x = torch.randn(BATCH, CHANNELS, SIDE, SIDE).to(memory_format=torch.channels_last)
+    x = torch.randn(BATCH, CHANNELS, SIDE, SIDE).to(memory_format=torch.channels_last).requires_grad_(backward)
     macs = CHANNELS * CHANNELS * 9 * SIDE * SIDE
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             if backward:
-                layer(x.requires_grad_()).float().sum().backward()
+                layer(x).float().sum().backward()
             else:
                 with torch.no_grad():
                     layer(x)

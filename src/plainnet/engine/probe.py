@@ -8,9 +8,6 @@ the number of epochs that fit the time budget.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -20,8 +17,9 @@ __all__ = ["measure_train_rates"]
 def measure_train_rates(name: str, output_stride: int | None, image_size: int, num_classes: int, batch: int,
                         precisions: tuple[str, ...], seconds: float = 1.0) -> dict[str, float]:
     """Training images/s (forward, backward, SGD step; channels_last) for each CPU precision in
-    ``precisions`` ("fp32", "bf16"): one warm-up step each, then interleaved timed steps for about
-    ``seconds`` per precision (at least two each); the median step time per precision."""
+    ``precisions`` ("fp32", "bf16"): one warm-up step each, then three interleaved rounds of about
+    ``seconds / 3`` per precision (at least one step each); the median step time per precision."""
+    from ..deploy.bench import Runner, run_bench
     from ..models import create_model
 
     kwargs = {} if output_stride is None else {"output_stride": output_stride}
@@ -31,21 +29,14 @@ def measure_train_rates(name: str, output_stride: int | None, image_size: int, n
     x = torch.randn(b, 3, image_size, image_size).to(memory_format=torch.channels_last)
     y = torch.randint(num_classes, (b,))
 
-    def step(precision: str) -> float:
-        start = time.perf_counter()
+    def step(precision: str) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.cross_entropy(model(x).float(), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {p: [] for p in precisions}
     for p in precisions:
         step(p)  # warm-up: oneDNN builds its kernels for these shapes
-    start = time.perf_counter()
-    while min(len(t) for t in times.values()) < 2 or (
-            time.perf_counter() - start < seconds * len(precisions) and min(len(t) for t in times.values()) < 20):
-        for p in precisions:
-            times[p].append(step(p))
-    return {p: b / statistics.median(t) for p, t in times.items()}
+    runners = [Runner(p, "eager", p, b, lambda p=p: step(p), 0, 0) for p in precisions]
+    return {r.dtype: r.images_per_s for r in run_bench(runners, rounds=3, min_seconds=seconds / 3)}

@@ -107,10 +107,7 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
     t = pick(t, "accelerator", "gpu" if gpu else "cpu", "CUDA available" if gpu else "no GPU")
     if gpu:
         t = pick(t, "precision", "bf16" if machine.cuda_bf16 else "fp16", "mixed precision on the GPU")
-    elif machine.probe is None:
-        t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32",
-                 "CPU has native bf16" if machine.cpu_bf16 else "no native bf16 on this CPU")
-    # (with a probe, the CPU precision is measured below, once the model, size and batch are known)
+    # (a CPU's precision is chosen below, measured once the model, size and batch are known)
     t = pick(t, "channels_last", True, "faster convolutions")
     m = pick(m, "name", "repvgg_a0", "fast and accurate plain network; fuses to one 3x3 conv per layer")
 
@@ -177,7 +174,9 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
             t = pick(t, "precision", max(rates, key=rates.get), "measured " + ", ".join(
                 f"{p} {r:.0f} img/s" for p, r in rates.items()) + ("" if machine.cpu_bf16 else
                                                                       "; no native bf16 on this CPU"))
-        t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32", "from the CPU's flags")
+    if not gpu:  # nothing measured: the CPU's flags decide
+        t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32",
+                 "CPU has native bf16" if machine.cpu_bf16 else "no native bf16 on this CPU")
     if t.epochs == AUTO:
         if gpu:
             epochs, why = 30, "GPU default"

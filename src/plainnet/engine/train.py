@@ -285,7 +285,8 @@ def train(
     # 2. Data, and every "auto" resolved from it and from this machine.
     source = load_data(cfg)
     machine = detect_machine()
-    if _distributed_env()[0] > 1 or cfg.train.devices not in (AUTO, 1) or cfg.train.num_nodes not in (AUTO, 1):
+    world, rank = _distributed_env()
+    if world > 1 or cfg.train.devices not in (AUTO, 1) or cfg.train.num_nodes not in (AUTO, 1):
         machine = replace(machine, probe=None)  # every process must choose alike: no timing in each of them
     cfg, notes = resolve(cfg, data_facts(source), machine)
     for note in notes:
@@ -294,7 +295,6 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    world, rank = _distributed_env()
     if resume is None:
         run_dir = _run_dir(cfg)
         # Only the first process checks: under torchrun the others may look after it has started writing.

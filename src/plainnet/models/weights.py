@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import WeightsError, writing_into
 from ..model_files import read_safetensors, read_torch_file
 from .registry import EXTERNAL_PREFIXES, create_model, model_entry
 
@@ -307,7 +307,7 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with writing_into(path), os.fdopen(fd, "wb") as f:  # a failed write names the file being saved
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -319,11 +319,6 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
         full = shutil.disk_usage(path.parent).free < (1 << 20)
         raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC if full else errno.EIO),
                       str(path)) from None
-    except OSError as e:  # a write into the open file carries no file name: name the file being saved
-        Path(tmp).unlink(missing_ok=True)
-        if e.filename is None:
-            raise OSError(e.errno, e.strerror, str(path)) from None
-        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
