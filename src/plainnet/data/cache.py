@@ -116,7 +116,8 @@ def _build(samples, side, array_path: Path, manifest_path: Path, threads: int | 
         pixels.flush()
         del pixels
         os.replace(tmp_array, array_path)
-        tmp_manifest = manifest_path.with_suffix(".json.tmp")
+        # one temporary name per process: DDP processes may build the same cache at once
+        tmp_manifest = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
         tmp_manifest.write_text(json.dumps({"version": CACHE_VERSION, "side": side, "count": len(samples),
                                             "bad": bad}))
         os.replace(tmp_manifest, manifest_path)
