@@ -95,21 +95,30 @@ def test_word_options_are_checked():
 PHOTOS = DataFacts(num_train=1500, num_classes=3, class_counts=(500, 500, 500), typical_side=256)
 
 
-def test_a_measured_machine_picks_the_faster_precision_and_fits_epochs_to_the_budget():
+def test_a_measured_machine_picks_the_faster_precision_and_layout_and_fits_epochs_to_the_budget():
     calls = []
 
-    def probe(name, stride, size, classes, batch, precisions):  # an AVX2 CPU: bf16 emulated, slow
-        calls.append((name, size, classes, precisions))
-        return {"fp32": 50.0, "bf16": 9.0}
+    def probe(name, stride, size, classes, batch, precisions, layouts):  # an AVX2 CPU: bf16 emulated, slow
+        calls.append((name, size, classes, precisions, layouts))
+        return {("fp32", True): 50.0, ("fp32", False): 60.0, ("bf16", True): 9.0, ("bf16", False): 8.0}
 
     avx2 = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30, probe=probe)
-    cfg, notes = resolve(RunConfig(), PHOTOS, avx2)
-    assert cfg.train.precision == "fp32" and calls == [("repvgg_a0", cfg.data.image_size, 3, ("fp32", "bf16"))]
-    assert "precision=fp32 (measured fp32 50 img/s, bf16 9 img/s; no native bf16 on this CPU)" in notes
-    assert cfg.train.epochs == int(5 * 60 * 50 / 1500)  # the 5-minute budget at the measured fp32 rate
-    assert any("at ~50 img/s (measured)" in n for n in notes)
-    fixed, _ = resolve(apply_overrides(RunConfig(), {"train.precision": "bf16", "train.epochs": "3"}), PHOTOS, avx2)
-    assert fixed.train.precision == "bf16" and len(calls) == 1  # nothing left to measure: no probe
+    cfg, notes = resolve(RunConfig(), PHOTOS, avx2, spent_seconds=30)
+    assert calls == [("repvgg_a0", cfg.data.image_size, 3, ("fp32", "bf16"), (True, False))]
+    assert cfg.train.precision == "fp32" and cfg.train.channels_last is False
+    assert "precision=fp32 (measured fp32 60 img/s, bf16 9 img/s; no native bf16 on this CPU)" in notes
+    assert "channels_last=False (measured channels_last 50 img/s, contiguous 60 img/s)" in notes
+    # 5 minutes less 10% for scoring and the 30 s already spent, at 60 img/s, with epochs that cost
+    # (64/96)^2..1 of a full-size one while the images grow: between the all-96 and all-64 px counts
+    seconds = 5 * 60 * 0.9 - 30
+    assert cfg.data.start_size == 64 and cfg.data.image_size == 96
+    assert int(seconds * 60 / 1500) < cfg.train.epochs < int(seconds * 60 / 1500 / (64 / 96) ** 2)
+    assert any("240 s of training at ~60 img/s (measured)" in n for n in notes)
+    later, _ = resolve(RunConfig(), PHOTOS, avx2, spent_seconds=120)
+    assert later.train.epochs < cfg.train.epochs  # less of the budget left, fewer epochs
+    fixed, _ = resolve(apply_overrides(RunConfig(), {"train.precision": "bf16", "train.epochs": "3",
+                                                     "train.channels_last": "true"}), PHOTOS, avx2)
+    assert fixed.train.precision == "bf16" and len(calls) == 2  # nothing left to measure: no probe
 
 
 def test_a_probe_that_fails_falls_back_to_the_cpu_flags():
@@ -124,5 +133,6 @@ def test_a_probe_that_fails_falls_back_to_the_cpu_flags():
 def test_the_probe_times_real_training_steps():
     from plainnet.engine.probe import measure_train_rates
 
-    rates = measure_train_rates("repvgg_a0", 8, 16, 3, 4, ("fp32", "bf16"), seconds=0.05)
-    assert set(rates) == {"fp32", "bf16"} and all(r > 0 for r in rates.values())
+    rates = measure_train_rates("repvgg_a0", 8, 16, 3, 4, ("fp32", "bf16"), (True, False), seconds=0.05)
+    assert set(rates) == {("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)}
+    assert all(r > 0 for r in rates.values())

@@ -241,3 +241,43 @@ def test_streaming_workers_and_early_stopping(tmp_path, datasets_dir):
     assert result.epochs_run < 6
     assert result.final["val"]["images"] == 12
     assert not (tmp_path / "runs" / "cache").exists()  # streaming builds no decode cache
+
+
+def test_a_run_out_of_time_refits_its_schedule_and_stops_in_time(tmp_path, datasets_dir):
+    # A 3-second budget: the probe plans at least 5 epochs, but after the first one nothing fits before
+    # the deadline (the final scoring and report alone are reserved more): training stops there, scores
+    # the best weights and says why, in the log and in results.json.
+    data = potato_subset(tmp_path / "data", datasets_dir, 12)
+    result = plainnet.train(data=str(data), overrides={
+        **QUIET, "train.budget_minutes": "0.05", "data.image_size": "32", "train.runs_dir": str(tmp_path / "runs"),
+        "train.name": "late", "data.cache_dir": str(tmp_path / "cache")})
+    assert result.config.train.epochs >= 5 and result.epochs_run == 1
+    assert f"epochs re-fitted from {result.config.train.epochs} to 1 after epoch 1" in " ".join(result.notes)
+    results = json.loads((result.run_dir / "results.json").read_text())
+    assert results["status"] == "finished" and results["epochs_run"] == 1 and "val" in results["final"]
+    assert any("re-fitted" in note for note in results["auto"])
+    header = (result.run_dir / "config.yaml").read_text().splitlines()
+    assert any(line.startswith("# auto: epochs=") and "budget" in line for line in header)
+
+
+def test_progressive_resizing_trains_on_smaller_batches_of_the_same_view():
+    from plainnet.data.cifar import ArrayDataset
+    from plainnet.data.datamodule import ImageDataModule, Preprocess
+    from plainnet.engine.config import AugmentConfig
+
+    ramp = np.linspace(0, 1, 40)  # smooth images (ramps), so any fair 2x downscale agrees with 2x2 means
+    images = np.stack([np.stack([np.add.outer(ramp * (1 + i % 3), ramp * c) for c in range(3)], -1)
+                       for i in range(16)])
+    images = (images / images.max() * 255).astype(np.uint8)
+    source = ArrayDataset(("a", "b"), images, np.arange(16) % 2, images, np.arange(16) % 2)
+    dm = ImageDataModule(source, Preprocess(32, 0.8, (0.5,) * 3, (0.25,) * 3), AugmentConfig(preset="none"),
+                         batch_size=8)
+    dm.setup("fit")
+    dm.trainer = type("T", (), {"training": True})()
+    batch = (torch.from_numpy(images[:4]).permute(0, 3, 1, 2), torch.zeros(4, dtype=torch.long), torch.tensor(0))
+    full, _ = dm.on_after_batch_transfer(batch, 0)
+    dm.train_size = 16
+    small, _ = dm.on_after_batch_transfer(batch, 0)
+    assert full.shape[-1] == 32 and small.shape[-1] == 16
+    # the same field of view at half the resolution, not a crop of it
+    assert torch.allclose(torch.nn.functional.avg_pool2d(full, 2), small, atol=0.05)

@@ -147,9 +147,12 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
 
 
 def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):
-    """README's main command: digits, >= 97% on the held-out split, fused model verified equal."""
+    """README's main command: digits, >= 97% on the held-out split, fused model verified equal. (The
+    demo's epochs normally follow its one-minute budget, so their number depends on the machine; pinned
+    here to what a 2-core AVX2 CPU fits, so the outcome does not.)"""
     start = time.perf_counter()
-    proc = run_cli("demo", "--runs-dir", tmp_path, "--train.precision", "fp32", "--train.progress", "false")
+    proc = run_cli("demo", "--runs-dir", tmp_path, "--epochs", "9", "--train.precision", "fp32",
+                   "--train.progress", "false")
     elapsed = time.perf_counter() - start
     assert proc.code == 0, proc.stderr[-3000:]
     (run,) = tmp_path.iterdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import time
 
 import typer
 from rich.console import Console
@@ -62,12 +63,19 @@ def os_error_line(e: OSError) -> str:
     return f"{path}: {e.strerror or e}"
 
 
+#: When the current command began (``time.perf_counter()``, set by :func:`run_app`): a time budget
+#: (``plainnet train``, ``plainnet demo``) counts from here, the imports of torch and Lightning included.
+STARTED = time.perf_counter()
+
+
 def run_app(app: typer.Typer) -> None:
     """The one error boundary: library errors (:class:`PlainnetError`) and file-system failures become
     one line on stderr and exit code 2; anything else is a bug, reported in one line with exit code 1.
     ``--debug`` anywhere on the command line shows the traceback instead."""
     from ..errors import PlainnetError
 
+    global STARTED
+    STARTED = time.perf_counter()
     debug = "--debug" in sys.argv[1:]
     if debug:
         sys.argv.remove("--debug")

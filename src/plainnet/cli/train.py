@@ -23,7 +23,7 @@ def train_command(
                              "folders, CIFAR-10 python batches, or 'digits'."),
     model: str = typer.Option("", "--model", "-m", help="plainnet model, torchvision.NAME or timm.NAME "
                               "(default: picked for the data and machine)."),
-    epochs: int = typer.Option(0, "--epochs", "-e", help="Epochs (default: picked for a ~8 min CPU budget)."),
+    epochs: int = typer.Option(0, "--epochs", "-e", help="Epochs (default: as many as fit --train.budget_minutes, 5, on a CPU: the whole command, re-fitted while training)."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML recipe (sections data, augment, model, "
                                 "optim, schedule, train, distill)."),
     resume: Path = typer.Option(None, "--resume", help="Continue runs/<name> from its last checkpoint."),
@@ -49,7 +49,9 @@ def train_command(
         from ._common import fail
 
         fail("give --data DIR (or --config FILE, or --resume RUN_DIR)")
-    result = train(config, overrides=overrides, resume=resume)
+    from . import _common
+
+    result = train(config, overrides=overrides, resume=resume, started=_common.STARTED)
     if int(os.environ.get("RANK", "0")) == 0:
         print_result(result)
         write_report(result.run_dir)

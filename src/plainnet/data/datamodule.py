@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import ConfigError, DataError
@@ -158,6 +159,8 @@ class ImageDataModule(L.LightningDataModule):
             # instead, as in the usual CIFAR padded random crop.
             self.geometric = replace(self.geometric, translate_pad=max(1, preprocess.image_size // 8))
         self._mix = None
+        #: Progressive resizing: training batches are resized to this side (``None``: the full size).
+        self.train_size: int | None = None
 
     # ------------------------------------------------------------------ preparation
     @property
@@ -339,9 +342,13 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("test" if self.has_split("test") else "val", False)
 
     def has_split(self, split: str) -> bool:
+        return self.num_images(split) > 0
+
+    def num_images(self, split: str) -> int:
+        """Images in ``split`` (0 when the run has no such split)."""
         if self.cache == "stream" and isinstance(self.source, Splits):
-            return bool(self._stream.get(split))
-        return split in self._tensors
+            return len(self._stream.get(split, ()))
+        return len(self._tensors[split][1]) if split in self._tensors else 0
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self.cache == "stream" and isinstance(self.source, Splits):
@@ -374,6 +381,9 @@ class ImageDataModule(L.LightningDataModule):
         else:  # streamed: already cropped (and geometrically augmented) by the workers
             images, labels = batch
             x = self.process(images, training, geometric=False)
+        if training and self.train_size and self.train_size < x.shape[-1]:  # progressive resizing
+            x = F.interpolate(x, size=(self.train_size, self.train_size), mode="bilinear", antialias=True,
+                              align_corners=False)
         if training and self._mix is not None:
             x, labels = self._mix(x, labels)
         return x, labels

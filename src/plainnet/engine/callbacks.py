@@ -4,6 +4,8 @@
   into place, so ``kill -9`` during a save never corrupts the last good checkpoint.
 - :class:`DivergenceGuard` stops a run whose training loss is no longer finite, with an error that says
   what to change, before a NaN epoch overwrites the last good checkpoint.
+- :class:`TrainingClock` sets each epoch's image size (progressive resizing) and, under a time budget,
+  re-fits the number of epochs and the schedule to the time left after every epoch.
 - :class:`RunRecorder` keeps the per-epoch history (restored on resume, so no epoch is counted twice),
   rewrites ``metrics.csv`` each epoch and ``curves.png`` every ``plot_every_s`` seconds and at the end,
   and saves ``best.pt`` (when the monitored metric improves) and ``last.pt`` (when training ends) as
@@ -26,8 +28,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..errors import PlainnetError
 from ..models.weights import atomic_torch_save, save_checkpoint
+from .schedule import FULL_SIZE_AT, step_cost, train_size
 
-__all__ = ["AtomicCheckpointIO", "DivergenceGuard", "RunRecorder"]
+__all__ = ["AtomicCheckpointIO", "DivergenceGuard", "RunRecorder", "TrainingClock"]
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +149,107 @@ class RunRecorder(L.Callback):
             plot_curves(self.history, self.run_dir / "curves.png")
         except Exception as e:  # a plotting problem must never stop training
             log.warning("could not draw curves.png: %s", e)
+
+
+class TrainingClock(L.Callback):
+    """Progressive resizing, and a training run that ends by its deadline.
+
+    At each epoch start the data module's training image size follows the schedule's progress
+    (:func:`~plainnet.engine.schedule.train_size`). With a ``deadline``, after every epoch (its
+    validation included) the epochs that still fit are counted from the measured seconds per epoch
+    (scaled by :func:`~plainnet.engine.schedule.step_cost` as the image grows) and what must follow training (``reserve(validation_seconds)``: the
+    final scoring and the report); when that differs from the plan -- fewer epochs fit, or clearly more --
+    ``max_epochs`` and the learning-rate schedule are re-fitted, so the run anneals and ends in time
+    rather than overshooting.
+
+    Args:
+        start_size, full_size: progressive resizing from ``start_size`` to ``full_size`` pixels.
+        deadline: a ``clock()`` value by which everything must be done; ``None``: the planned epochs run.
+        reserve: seconds needed after the last epoch, given the measured seconds of one validation pass.
+        max_epochs: never plan more epochs than this.
+        clock: the time source (``time.perf_counter``; tests give a fake one).
+        notes: re-fits are appended here (the run's ``auto`` notes).
+    """
+
+    def __init__(self, start_size: int, full_size: int, *, deadline: float | None = None,
+                 reserve=lambda val_seconds: 0.0, max_epochs: int = 100, clock=time.perf_counter,
+                 notes: list[str] | None = None) -> None:
+        self.start_size, self.full_size, self.deadline, self.reserve = start_size, full_size, deadline, reserve
+        self.max_epochs, self.clock, self.notes = max_epochs, clock, notes if notes is not None else []
+        self.epochs: list[tuple[float, float, float]] = []  # (train s, relative cost, validation + saving s)
+        self.planned: int | None = None  # the re-fitted number of epochs (saved in checkpoints)
+        self._started, self._ended = 0.0, None
+        self._size = full_size
+
+    def state_dict(self) -> dict:
+        return {"planned": self.planned}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.planned = state.get("planned")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.planned is not None:  # resumed after a re-fit: the re-fitted length
+            trainer.fit_loop.max_epochs = self.planned
+
+    def _progress(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+        schedule = getattr(pl_module, "schedule", None)
+        if schedule is not None:
+            return schedule.progress(trainer.global_step)
+        return trainer.current_epoch / max(trainer.max_epochs or 1, 1)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = self.clock()
+        if self.epochs and self._ended is not None:  # checkpoint saves after the last epoch's end
+            training, cost, other = self.epochs[-1]
+            self.epochs[-1] = (training, cost, other + max(now - self._ended, 0.0))
+        self._size = train_size(self._progress(trainer, pl_module), self.start_size, self.full_size)
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "train_size"):
+            dm.train_size = self._size if self._size < self.full_size else None
+        self._started, self._ended = now, None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ended = self.clock()
+        elapsed = self._ended - self._started
+        training = pl_module.train_seconds if getattr(pl_module, "train_seconds", None) else elapsed
+        self.epochs.append((training, step_cost(self._size, self.full_size), max(elapsed - training, 0.0)))
+        if self.deadline is None or trainer.should_stop:
+            return
+        done = trainer.current_epoch + 1
+        left_planned = trainer.fit_loop.max_epochs - done
+        recent = self.epochs[1:][-3:] or self.epochs  # the first epoch pays one-time warm-up costs
+        per_cost = sum(e[0] for e in recent) / max(sum(e[1] for e in recent), 1e-9)
+        val = sum(e[2] for e in recent) / len(recent)
+        remaining = self.deadline - self.clock() - self.reserve(val)
+        fit = self._epochs_that_fit(self._progress(trainer, pl_module), per_cost, val, remaining,
+                                    self.max_epochs - done)
+        # Shrink whenever the plan no longer fits; stretch only clearly, and only while the images still
+        # grow (a late stretch would re-warp the annealing tail for an epoch or two).
+        stretch = fit > left_planned * 1.15 + 2 and self._progress(trainer, pl_module) < FULL_SIZE_AT
+        if fit < left_planned or stretch:
+            self._refit(trainer, pl_module, done, fit, remaining)
+
+    def _epochs_that_fit(self, progress: float, per_cost: float, val: float, remaining: float, most: int) -> int:
+        best = 0
+        for k in range(1, max(most, 0) + 1):
+            sizes = [train_size(progress + (1 - progress) * j / k, self.start_size, self.full_size) for j in range(k)]
+            need = sum(step_cost(s, self.full_size) * per_cost + val for s in sizes)
+            if need > remaining:
+                break
+            best = k
+        return best
+
+    def _refit(self, trainer: L.Trainer, pl_module: L.LightningModule, done: int, fit: int, remaining: float) -> None:
+        before = trainer.fit_loop.max_epochs
+        self.planned = done + fit
+        trainer.fit_loop.max_epochs = self.planned
+        schedule = getattr(pl_module, "schedule", None)
+        if schedule is not None and fit > 0:
+            steps = max(int(trainer.num_training_batches), 1)
+            schedule.refit(trainer.global_step, trainer.global_step + fit * steps)
+        if fit == 0:
+            trainer.should_stop = True
+        note = (f"epochs re-fitted from {before} to {self.planned} after epoch {done}: "
+                f"{max(remaining, 0):.0f} s left in the time budget")
+        self.notes.append(note)
+        log.info("budget: %s", note)

@@ -51,6 +51,9 @@ class DataConfig:
     image_size: int | str = AUTO
     #: Eval: resize the shorter side to ``image_size / crop_ratio``, then center-crop ``image_size``.
     crop_ratio: float | str = AUTO
+    #: Progressive resizing: training starts at this side and grows to ``image_size`` by 75% of
+    #: training (``image_size`` or more: off); ``auto`` starts at 2/3 of it for photos on a CPU.
+    start_size: int | str = AUTO
     #: ``memory`` (decode once into a memory-mapped uint8 cache), ``stream`` (DataLoader workers), or auto.
     cache: str = AUTO
     cache_dir: str = ""
@@ -133,7 +136,9 @@ class DistillConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int | str = AUTO
-    #: On a CPU, ``epochs: auto`` picks as many epochs as fit this many minutes (estimated from MACs).
+    #: On a CPU, ``epochs: auto`` fits the whole command (data, speed probe, training, validation, final
+    #: scoring) into this many minutes: epochs planned from a measured training rate, re-fitted after
+    #: every epoch to the time left.
     budget_minutes: float = 5.0
     label_smoothing: float = 0.1
     #: EMA decay of the weights (0 disables); validation and exports then use the averaged weights.
@@ -243,6 +248,7 @@ RANGES = {
     "data.test_fraction": (0.0, 1.0, False, True),
     "data.seed": (0, None, False, False),
     "data.image_size": (8, 4096, False, False),
+    "data.start_size": (8, 4096, False, False),
     "data.crop_ratio": (0.0, 1.0, True, False),
     "data.batch_size": (1, None, False, False),
     "data.workers": (0, None, False, False),
@@ -388,5 +394,7 @@ def parse_override_args(args: list[str]) -> dict[str, str]:
     return out
 
 
-def save_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+def save_config(cfg: RunConfig, path: str | Path, notes: list[str] | tuple[str, ...] = ()) -> None:
+    """Write ``cfg`` as YAML, headed by ``notes`` (why each automatic value was chosen) as comments."""
+    header = "".join(f"# auto: {' '.join(n.split())}\n" for n in notes)
+    Path(path).write_text(header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 
 from .config import AUTO, RunConfig
+from .schedule import mean_cost
 
 __all__ = ["DataFacts", "Machine", "detect_machine", "resolve", "cpu_supports_bf16"]
 
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 #: channels_last. Measured here: RepVGG-A0 at 96 px 280 img/s x 0.25 GMACs = 70; at 32 px stride 16,
 #: 370 x 0.12 = 44; stride 8, 156 x 0.49 = 76; 16 px stride 8, 500 x 0.12 = 61. fp32 is ~1.5x slower.
 CPU_TRAIN_MACS_PER_S = 60e9
+#: Share of the time budget planned for validation, the final scoring and the report.
+RESERVE_SHARE = 0.1
+MIN_EPOCHS, MAX_EPOCHS = 5, 100
 
 
 def _cpu_train_rate(m, image_size: int, num_classes: int, bf16: bool, cores: int) -> float:
@@ -59,9 +64,10 @@ class Machine:
     cores: int
     memory_bytes: int
     #: Measures training images/s on this CPU: ``probe(name, output_stride, image_size, num_classes,
-    #: batch, precisions) -> {precision: img/s}`` (:func:`plainnet.engine.probe.measure_train_rates`).
-    #: ``None``: precision from the CPU's flags and speed estimated from the model's MACs.
-    probe: Callable[..., dict[str, float]] | None = None
+    #: batch, precisions, layouts) -> {(precision, channels_last): img/s}``
+    #: (:func:`plainnet.engine.probe.measure_train_rates`). ``None``: precision from the CPU's flags,
+    #: channels_last, and the speed estimated from the model's MACs.
+    probe: Callable[..., dict[tuple[str, bool], float]] | None = None
 
 
 def cpu_supports_bf16() -> bool:
@@ -92,8 +98,12 @@ def _is_plain_vgg(name: str) -> bool:
     return _is_vgg(name) and "_bn" not in name and not name.endswith("_dws")
 
 
-def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConfig, list[str]]:
-    """Return the config with no ``auto`` left, and one line per automatic choice."""
+def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
+            spent_seconds: float = 0.0) -> tuple[RunConfig, list[str]]:
+    """Return the config with no ``auto`` left, and one line per automatic choice.
+
+    ``spent_seconds``: how much of the command's time budget is already gone (reading the data).
+    """
     notes: list[str] = []
     d, a, m, o, s, t = cfg.data, cfg.augment, cfg.model, cfg.optim, cfg.schedule, cfg.train
 
@@ -108,7 +118,6 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
     if gpu:
         t = pick(t, "precision", "bf16" if machine.cuda_bf16 else "fp16", "mixed precision on the GPU")
     # (a CPU's precision is chosen below, measured once the model, size and batch are known)
-    t = pick(t, "channels_last", True, "faster convolutions")
     m = pick(m, "name", "repvgg_a0", "fast and accurate plain network; fuses to one 3x3 conv per layer")
 
     small = facts.typical_side <= 64
@@ -125,6 +134,12 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
     stride = min(32, max(8, 2 ** int(math.log2(max(int(d.image_size) // 2, 1)))))
     m = pick(m, "output_stride", stride, f"{int(d.image_size) // stride}x{int(d.image_size) // stride} final "
              "feature map")
+    # Progressive resizing for photos on a CPU trained at 64 px or more (below, 2/3 of the side leaves
+    # too few pixels for a stride-16/32 network).
+    resize = not (small or gpu) and int(d.image_size) >= 64
+    start = int(round(int(d.image_size) * 2 / 3 / 8)) * 8 if resize else int(d.image_size)
+    d = pick(d, "start_size", start, "no progressive resizing" if start >= int(d.image_size) else
+             f"progressive resizing: {start} px growing to {d.image_size} px by 75% of training")
     d = pick(d, "crop_ratio", 1.0 if small else 0.875, "no border to crop on tiny images" if small else "standard")
     a = pick(a, "preset", "crop", "random translation + horizontal flip")
     a = pick(a, "tta", "flips" if a.preset == "rot" else "hflip", "flip test-time augmentation")
@@ -161,32 +176,45 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine) -> tuple[RunConf
         "VGG's fully connected head needs a lower rate; " if fc_vgg else "")
     o = pick(o, "lr", round(base_lr, 6), why + ("fine-tuning; " if finetune else "") + f"{o.name} at batch "
              f"{d.batch_size}")
-    rates = {}
-    if not gpu and machine.probe is not None and (t.precision == AUTO or t.epochs == AUTO):
-        candidates = ("fp32", "bf16") if t.precision == AUTO else (t.precision,)
+    rates, probe_seconds = {}, 0.0  # training images/s, by (precision, channels_last)
+    if not gpu and machine.probe is not None and AUTO in (t.precision, t.epochs, t.channels_last):
+        precisions = ("fp32", "bf16") if t.precision == AUTO else (t.precision,)
+        layouts = (True, False) if t.channels_last == AUTO else (bool(t.channels_last),)
         stride = None if m.name.startswith(("torchvision.", "timm.")) else int(m.output_stride)
+        probe_started = time.perf_counter()
         try:
             rates = machine.probe(m.name, stride, int(d.image_size), facts.num_classes, int(d.batch_size),
-                                  candidates)
+                                  precisions, layouts)
         except Exception as e:  # noqa: BLE001 - a model the probe cannot build: fall back to the estimate
             log.warning("could not measure training speed (%s); estimating it instead", e)
-        if rates:
-            t = pick(t, "precision", max(rates, key=rates.get), "measured " + ", ".join(
-                f"{p} {r:.0f} img/s" for p, r in rates.items()) + ("" if machine.cpu_bf16 else
-                                                                      "; no native bf16 on this CPU"))
+        probe_seconds = time.perf_counter() - probe_started
+    if rates:
+        precision, channels_last = max(rates, key=rates.get)
+        best = {p: max(r for (q, _), r in rates.items() if q == p) for p in dict.fromkeys(q for q, _ in rates)}
+        t = pick(t, "precision", precision, "measured " + ", ".join(f"{p} {r:.0f} img/s" for p, r in best.items())
+                 + ("" if machine.cpu_bf16 else "; no native bf16 on this CPU"))
+        layout = {cl: r for (p, cl), r in rates.items() if p == t.precision}
+        t = pick(t, "channels_last", max(layout, key=layout.get), "measured " + ", ".join(
+            f"{'channels_last' if cl else 'contiguous'} {r:.0f} img/s" for cl, r in layout.items()))
     if not gpu:  # nothing measured: the CPU's flags decide
         t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32",
                  "CPU has native bf16" if machine.cpu_bf16 else "no native bf16 on this CPU")
+    t = pick(t, "channels_last", True, "faster convolutions with oneDNN and cuDNN")
     if t.epochs == AUTO:
         if gpu:
             epochs, why = 30, "GPU default"
         else:
-            rate = rates.get(t.precision) or _cpu_train_rate(m, int(d.image_size), facts.num_classes,
+            rate = rates.get((t.precision, bool(t.channels_last))) or _cpu_train_rate(m, int(d.image_size), facts.num_classes,
                                                               t.precision == "bf16", machine.cores)
-            budget = float(t.budget_minutes) * 60
-            epochs = int(min(100, max(5, budget * rate / max(facts.num_train, 1))))
-            why = (f"~{t.budget_minutes:g} min budget at ~{rate:.0f} img/s ({'measured' if rates else 'estimated'}) "
-                   f"for {facts.num_train} images")
+            # What is left of the whole command's budget for training: the data scan and the probe are
+            # spent; ~10% stays for validation, the final scoring and the report (re-fitted while training).
+            seconds = max(float(t.budget_minutes) * 60 * (1 - RESERVE_SHARE) - spent_seconds - probe_seconds, 0.0)
+            cost = mean_cost(int(d.start_size), int(d.image_size))
+            epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, seconds * rate / max(facts.num_train, 1) / cost)))
+            why = (f"{t.budget_minutes:g} min budget: {seconds:.0f} s of training at ~{rate:.0f} img/s "
+                   f"({'measured' if rates else 'estimated'}) for {facts.num_train} images")
+            if cost < 1:
+                why += f", {cost:.2f}x the cost per epoch while resizing"
         t = pick(t, "epochs", epochs, why)
     warm = (0.25 if s.name == "onecycle" else 0.05) * int(t.epochs)
     s = pick(s, "warmup_epochs", max(2.0 if plain_vgg else 0.0, round(warm, 2)), "gradual start")

@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..deploy.reparam import reparameterize
 from .config import DistillConfig, OptimConfig, ScheduleConfig
+from .schedule import Schedule
 
 __all__ = ["ClassificationTask", "param_groups", "distillation_loss"]
 
@@ -120,6 +121,8 @@ class ClassificationTask(L.LightningModule):
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
         self.fuse_for_eval = fuse_for_eval
         self._val_model: nn.Module | None = None
+        #: The learning-rate clock (set by ``configure_optimizers``); a time budget re-fits it.
+        self.schedule: Schedule | None = None
         self.epoch_start = 0.0
         self.epoch_images = 0  # images this process trained on in the current epoch
         self.train_seconds: float | None = None  # the epoch's training time, before its validation
@@ -204,30 +207,9 @@ class ClassificationTask(L.LightningModule):
         else:
             raise ValueError(f"unknown optimizer {cfg.name!r}")
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        steps_per_epoch = max(total // max(self.epochs, 1), 1)
-        warmup = int(float(self.schedule_cfg.warmup_epochs) * steps_per_epoch)
-        sched = self._scheduler(opt, total, warmup)
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _scheduler(self, opt, total: int, warmup: int):
         s = self.schedule_cfg
-        lrs = [g["lr"] for g in opt.param_groups]
-        if s.name == "onecycle" and total >= 6:  # OneCycleLR needs at least 2 steps in each phase
-            return torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=lrs, total_steps=total, pct_start=min(max(warmup / total, 2.5 / total), 0.5),
-                anneal_strategy="cos", div_factor=25.0, final_div_factor=1.0 / max(s.min_lr_ratio, 1e-4) / 25.0,
-                three_phase=False, cycle_momentum=False)
-        if s.name in ("cosine", "onecycle"):  # (a one-cycle run too short for OneCycleLR: cosine)
-            cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total - warmup, 1),
-                                                             eta_min=min(lrs) * s.min_lr_ratio)
-            if warmup == 0:
-                return cos
-            warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup)
-            return torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], milestones=[warmup])
-        if s.name == "constant":
-            if warmup == 0:
-                return None
-            return torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup)
-        raise ValueError(f"unknown schedule {s.name!r}")
+        self.schedule = Schedule(s.name, float(s.warmup_epochs) / max(self.epochs, 1), s.min_lr_ratio, total)
+        if s.name == "constant" and not float(s.warmup_epochs):
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -235,6 +235,7 @@ def train(
     overrides: dict[str, str] | list[str] | None = None,
     resume: str | Path | None = None,
     model_instance=None,
+    started: float | None = None,
     **data_and_model,
 ) -> TrainResult:
     """Train a classifier; see :class:`RunConfig` for every option.
@@ -245,6 +246,8 @@ def train(
         resume: a run directory to continue from its last checkpoint (its saved config is used; epochs
             may be extended with an override).
         model_instance: train this network (e.g. a pruned one) instead of building ``model.name``.
+        started: when the command began (a ``time.perf_counter()`` value); with ``epochs: auto`` on a
+            CPU, ``train.budget_minutes`` counts from it (default: from this call).
         **data_and_model: shortcuts ``data=DIR``, ``model=NAME``, ``epochs=N``.
 
     Returns:
@@ -254,7 +257,7 @@ def train(
 
     from .recipe import detect_machine, resolve
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if started is None else started
     # 1. Configuration: defaults < file < overrides (< the saved config of a resumed run).
     ckpt_path = None
     if resume is not None:
@@ -283,16 +286,19 @@ def train(
         cfg = apply_overrides(cfg, overrides)
 
     # 2. Data, and every "auto" resolved from it and from this machine.
+    budgeted = cfg.train.epochs == AUTO and resume is None  # the time budget bounds this command
     source = load_data(cfg)
     machine = detect_machine()
     world, rank = _distributed_env()
     if world > 1 or cfg.train.devices not in (AUTO, 1) or cfg.train.num_nodes not in (AUTO, 1):
-        machine = replace(machine, probe=None)  # every process must choose alike: no timing in each of them
-    cfg, notes = resolve(cfg, data_facts(source), machine)
+        # Every process must choose alike: no timing in each of them, no re-fitting to each one's clock.
+        machine, budgeted = replace(machine, probe=None), False
+    if cfg.train.threads:  # (before the probe: it measures what training will get)
+        torch.set_num_threads(cfg.train.threads)
+    cfg, notes = resolve(cfg, data_facts(source), machine, spent_seconds=time.perf_counter() - t0)
     for note in notes:
         log.info("auto: %s", note)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    deadline = t0 + float(cfg.train.budget_minutes) * 60 if budgeted and cfg.train.accelerator == "cpu" else None
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     if resume is None:
@@ -308,7 +314,7 @@ def train(
         handler = _attach_log_file(run_dir) if rank == 0 else None
         try:
             with writing_into(run_dir):  # a disk that fills up mid-write names the run directory
-                return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, machine, model_instance)
+                return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, deadline, model_instance)
         finally:
             if handler is not None:
                 logging.getLogger("plainnet").removeHandler(handler)
@@ -356,11 +362,18 @@ def _record_failure(run_dir: Path, error: BaseException, seconds: float) -> None
         pass
 
 
-def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float, machine,
-         model_instance=None) -> TrainResult:
+#: Seconds after training besides the held-out passes: last.pt, curves.png, results.json, the report's
+#: plots and files (~3 s for the potato run on a 2-core CPU).
+AFTER_TRAINING_SECONDS = 4.0
+
+
+def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float,
+         deadline: float | None, model_instance=None) -> TrainResult:
     from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
     from ..data.datamodule import ImageDataModule, Preprocess
-    from .callbacks import DivergenceGuard, RunRecorder
+    from ..data.augment import tta_views
+    from .callbacks import DivergenceGuard, RunRecorder, TrainingClock
+    from .recipe import MAX_EPOCHS
     from .scoring import score_datamodule
     from .task import ClassificationTask
 
@@ -373,7 +386,7 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     dm.setup("fit")
     classes = list(dm.classes)
     if rank == 0:
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / "config.yaml", notes)
         (run_dir / "classes.json").write_text(json.dumps(classes, indent=1))
         if isinstance(source, Splits):  # the files actually used; unreadable ones under "skipped"
             (run_dir / "split.json").write_text(json.dumps(dm.used_splits().to_json()))
@@ -400,7 +413,14 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     recorder = RunRecorder(run_dir, meta, monitor=cfg.train.monitor,
                            mode="min" if cfg.train.monitor.endswith("loss") else "max")
     guard = DivergenceGuard(float(cfg.optim.lr))
-    trainer = _trainer(cfg, run_dir, [guard, recorder], max_epochs=int(cfg.train.epochs))
+    # After training, the held-out split(s) are scored twice (final scores here, the report's evaluation)
+    # with every test-time view, in fp32: each pass ~1.5x a validation pass.
+    views = len(tta_views(torch.zeros(1, 3, 8, 8), cfg.augment.tta))
+    held_out = (dm.num_images("val") + dm.num_images("test")) / max(dm.num_images("val"), 1)
+    clock = TrainingClock(int(d.start_size), int(d.image_size), deadline=deadline, max_epochs=MAX_EPOCHS,
+                          reserve=lambda val: 2 * val * 1.5 * views * held_out + AFTER_TRAINING_SECONDS,
+                          notes=notes)
+    trainer = _trainer(cfg, run_dir, [clock, guard, recorder], max_epochs=int(cfg.train.epochs))
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
         raise KeyboardInterrupt

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,8 @@ class InferenceModel:
     config: dict | None = None
     #: Exports without ``--dynamic-batch`` take exactly this many images per call.
     fixed_batch: int | None = None
+    #: ``module`` re-parameterized (a copy; ``module`` itself stays as loaded, e.g. for Grad-CAM).
+    _fused: nn.Module | None = field(default=None, repr=False)
 
     @property
     def run_dir(self) -> Path | None:
@@ -67,7 +69,14 @@ class InferenceModel:
         if self.session is not None:
             name = self.session.get_inputs()[0].name
             return torch.from_numpy(self.session.run(None, {name: x.float().cpu().numpy()})[0])
-        return self.module(x.to(self.device)).float().cpu()
+        if self._fused is None:  # the same function at deploy speed: one 3x3 conv per RepVGG block
+            from ..deploy.reparam import reparameterize
+
+            fused = reparameterize(self.module)
+            self._fused = fused.to(memory_format=torch.channels_last) if self.device.type == "cpu" else fused
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._fused(x.to(self.device)).float().cpu()
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, side, side)`` images (``side = preprocess.resize_to``) -> normalized input."""

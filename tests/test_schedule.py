@@ -1,0 +1,112 @@
+"""The training clock: schedules as functions of progress, re-fitting, progressive resizing, and the time
+budget's decisions (with a fake clock: no timed tests)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from plainnet.engine.callbacks import TrainingClock
+from plainnet.engine.schedule import FIXED_COST, Schedule, mean_cost, step_cost, train_size
+
+
+def test_schedules_warm_up_peak_and_end_at_their_floor():
+    one = Schedule("onecycle", warmup=0.25, min_ratio=0.0, total=100)
+    assert one(0) == pytest.approx(1 / 25) and one(25) == pytest.approx(1.0) and one(100) == pytest.approx(0.0)
+    assert all(one(i) <= one(i + 1) for i in range(25)) and all(one(i) >= one(i + 1) for i in range(25, 100))
+    cos = Schedule("cosine", warmup=0.1, min_ratio=0.05, total=100)
+    assert cos(0) == pytest.approx(0.01) and cos(10) == pytest.approx(1.0) and cos(100) == pytest.approx(0.05)
+    const = Schedule("constant", warmup=0.1, min_ratio=0.0, total=100)
+    assert const(5) == pytest.approx(0.01 + 0.99 * 0.5) and const(99) == 1.0
+    with pytest.raises(ValueError):
+        Schedule("step", 0.1, 0.0, 10)
+
+
+def test_a_refit_squeezes_the_rest_of_the_schedule_into_the_new_length():
+    s = Schedule("onecycle", warmup=0.25, min_ratio=0.0, total=200)
+    before = s(60)
+    s.refit(60, 100)  # only 40 of the 140 remaining steps fit
+    assert s(60) == pytest.approx(before)  # no jump where it was re-fitted
+    assert s.progress(100) == pytest.approx(1.0) and s(100) == pytest.approx(0.0)  # still anneals to the end
+    assert s.progress(80) == pytest.approx(s.progress(60) + (1 - s.progress(60)) / 2)
+    s.refit(80, 300)  # and stretches when there is more time
+    assert s.progress(300) == pytest.approx(1.0) and s(190) > s(300)
+
+
+def test_progressive_resizing_grows_to_the_full_size_by_three_quarters():
+    sizes = [train_size(i / 100, 64, 96) for i in range(101)]
+    assert sizes[0] == 64 and sizes[75] == 96 and sizes[-1] == 96
+    assert sizes == sorted(sizes) and all(s % 8 == 0 for s in sizes)
+    assert train_size(0.0, 96, 96) == 96 and train_size(0.5, 128, 96) == 96  # off
+    assert mean_cost(96, 96) == 1.0
+    # linear 64 -> 96 over 3/4 of training, then 96: the mean of (size/96)^2 is 0.778 (up to 8 px steps);
+    # a step's time is a fixed part plus a part that follows the pixels
+    pixels = 0.75 * (1 - (2 / 3) ** 3) / (3 * (1 / 3)) + 0.25
+    assert mean_cost(64, 96) == pytest.approx(FIXED_COST + (1 - FIXED_COST) * pixels, abs=0.02)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _simulate(clock: TrainingClock, fake: _Clock, *, epochs: int, seconds_per_epoch, val_seconds: float = 1.0,
+              steps: int = 10):
+    """Run a fake trainer through ``clock``'s hooks; an epoch at the full size takes
+    ``seconds_per_epoch(epoch)`` seconds, scaled by its size's step cost. Returns (epochs run, sizes, schedule)."""
+    schedule = Schedule("onecycle", 0.25, 0.0, epochs * steps)
+    trainer = SimpleNamespace(fit_loop=SimpleNamespace(max_epochs=epochs), max_epochs=epochs, current_epoch=0,
+                              global_step=0, num_training_batches=steps, should_stop=False,
+                              datamodule=SimpleNamespace(train_size=None))
+    module = SimpleNamespace(schedule=schedule, train_seconds=None)
+    sizes = []
+    while trainer.current_epoch < trainer.fit_loop.max_epochs and not trainer.should_stop:
+        clock.on_train_epoch_start(trainer, module)
+        size = trainer.datamodule.train_size or clock.full_size
+        sizes.append(size)
+        module.train_seconds = seconds_per_epoch(trainer.current_epoch) * step_cost(size, clock.full_size)
+        fake.now += module.train_seconds + val_seconds
+        trainer.global_step += steps
+        clock.on_train_epoch_end(trainer, module)
+        trainer.current_epoch += 1
+    return trainer.current_epoch, sizes, schedule, trainer
+
+
+def test_without_a_deadline_the_planned_epochs_run_and_the_images_grow():
+    fake = _Clock()
+    clock = TrainingClock(64, 96, clock=fake)
+    run, sizes, schedule, _ = _simulate(clock, fake, epochs=12, seconds_per_epoch=lambda e: 10.0)
+    assert run == 12 and sizes[0] == 64 and sizes[-1] == 96 and sizes == sorted(sizes)
+    assert schedule.progress(12 * 10) == pytest.approx(1.0) and clock.notes == []
+
+
+@pytest.mark.parametrize("slow_after", [0, 4])
+def test_a_run_slower_than_planned_is_refitted_to_end_by_its_deadline(slow_after):
+    # Planned 30 epochs of ~10 s (at the full size) in a 300 s budget; from epoch `slow_after` on, each takes 3x as long
+    # (another process, a slower CPU than the probe saw).
+    fake = _Clock()
+    clock = TrainingClock(64, 96, deadline=300.0, reserve=lambda val: 2 * val + 4, clock=fake)
+    run, sizes, schedule, trainer = _simulate(clock, fake, epochs=30,
+                                              seconds_per_epoch=lambda e: 30.0 if e >= slow_after else 10.0)
+    assert run < 30 and clock.notes and "re-fitted from 30" in clock.notes[0]
+    assert fake.now <= 300 - 4 and fake.now >= 300 * 0.8  # ends in time, without giving much away
+    assert sizes[-1] == 96 and schedule.progress(trainer.global_step) == pytest.approx(1.0)  # annealed, full size
+
+
+def test_a_run_faster_than_planned_uses_the_time_it_was_given():
+    fake = _Clock()
+    clock = TrainingClock(96, 96, deadline=300.0, reserve=lambda val: 2 * val + 4, max_epochs=100, clock=fake)
+    run, _, schedule, trainer = _simulate(clock, fake, epochs=10, seconds_per_epoch=lambda e: 5.0)
+    assert 10 < run <= 100 and 300 * 0.85 <= fake.now <= 300
+    assert schedule.progress(trainer.global_step) == pytest.approx(1.0)
+
+
+def test_no_time_left_stops_after_the_current_epoch():
+    fake = _Clock()
+    clock = TrainingClock(96, 96, deadline=5.0, reserve=lambda val: 4.0, clock=fake)
+    run, _, _, trainer = _simulate(clock, fake, epochs=8, seconds_per_epoch=lambda e: 3.0)
+    assert run == 1 and trainer.should_stop and clock.planned == 1
