@@ -132,6 +132,25 @@ def test_int8_weight_range_follows_the_cpu(tmp_path, monkeypatch, caplog):
         assert ("no VNNI" in caplog.text) is (bits == 8), (bits, caplog.text)
 
 
+def test_openvino_runs_the_same_onnx_files(tiny_run, tmp_path):
+    from plainnet.deploy.bench import openvino_runner
+
+    loaded = load_inference_model(tiny_run)
+    calib = sample_images(loaded, n=64, split="train")
+    check = torch.cat([sample_images(loaded, n=144, split=s, seed=1) for s in ("train", "val")])
+    fp32 = export_onnx(loaded.module, tmp_path / "fp32.onnx", calib[:4], dynamic_batch=True).path
+    int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", [b.numpy() for b in calib.split(16)], QuantOptions())
+    reference = loaded(check)
+    ov_fp32 = torch.from_numpy(openvino_runner(fp32)(check.numpy()))
+    assert torch.allclose(ov_fp32, reference, atol=1e-3 * reference.abs().max().item())
+    ov_int8 = torch.from_numpy(openvino_runner(int8)(check.numpy()))
+    assert (ov_int8.argmax(1) == reference.argmax(1)).float().mean().item() >= 0.9
+    assert not torch.allclose(ov_int8, reference, atol=1e-4)  # it really ran quantized
+    runner = make_runner(loaded.module, "tiny", "openvino", "int8", 2, 48)
+    (row,) = run_bench([runner], rounds=1, min_seconds=0.01)
+    assert row.backend == "openvino" and row.calls >= 1
+
+
 def test_dynamic_linear_int8_for_vgg_head(tmp_path):
     model = plainnet.create_model("vgg11", num_classes=4, small_input=True).eval()
     x = torch.randn(2, 3, 32, 32)

@@ -28,7 +28,7 @@ def bench_command(
                                        "form), torchvision.NAME, timm.NAME, or checkpoints."),
     batch: str = typer.Option("1,16", "--batch", "-b"),
     size: int = typer.Option(224, "--size", "-s"),
-    backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime (comma-separated)."),
+    backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino (comma-separated)."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, bf16, fp16 (CUDA), int8 (comma-separated)."),
     threads: int = typer.Option(0, "--threads", help="Intra-op threads (default: torch's)."),
     rounds: int = typer.Option(5, "--rounds", help="Interleaved rounds."),

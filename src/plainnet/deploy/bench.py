@@ -7,7 +7,7 @@ give p50/p90 latency, throughput (images/s at p50), and the achieved GFLOP/s (2 
 Models: plainnet names (RepVGG benchmarked in its fused form unless ``:train`` is appended), plainnet
 checkpoints or ONNX files, ``torchvision.NAME`` (resnet18/34/50 and vgg16 are the usual references) and
 ``timm.NAME`` (timm's RepVGG re-parameterized with its own utility). Backends: ``eager`` (PyTorch),
-``compile`` (``torch.compile``), ``onnxruntime``. Dtypes: ``fp32``, ``bf16`` (autocast +
+``compile`` (``torch.compile``), ``onnxruntime``, ``openvino`` (the same ONNX files). Dtypes: ``fp32``, ``bf16`` (autocast +
 channels_last; CUDA: also ``fp16``), ``int8`` (onnxruntime static QDQ, or torchao PT2E under compile).
 """
 
@@ -125,6 +125,8 @@ def make_runner(model: nn.Module, name: str, backend: str, dtype: str, batch: in
             fn = _torch_call(m, xd, amp, device)
     elif backend == "onnxruntime":
         fn = _ort_call(model, name, dtype, x, size, device, calib)
+    elif backend == "openvino":
+        fn = _openvino_call(model, dtype, x, size, device, calib)
     else:
         raise ValueError(f"unknown backend {backend!r}")
     for _ in range(2):  # warm-up: compilation, allocator, caches
@@ -155,8 +157,6 @@ _ORT_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _ort_call(model: nn.Module, name: str, dtype: str, x: torch.Tensor, size: int, device: str, calib):
     from ..model_files import onnx_session
-    from .export import export_onnx
-    from .quantize import QuantOptions, quantize_onnx
 
     if dtype not in ("fp32", "int8"):
         raise ValueError("onnxruntime on the CPU runs fp32 and int8")
@@ -164,15 +164,51 @@ def _ort_call(model: nn.Module, name: str, dtype: str, x: torch.Tensor, size: in
     session = sessions.get((dtype, device))
     if session is None:
         with tempfile.TemporaryDirectory(prefix="plainnet-bench-") as tmp:  # the session keeps the model
-            path = export_onnx(model, Path(tmp) / "model.onnx", x, dynamic_batch=True).path
-            if dtype == "int8":
-                batches = [c.numpy() for c in (calib or [torch.randn(8, 3, size, size)])]
-                path = quantize_onnx(path, Path(tmp) / "model.int8.onnx", batches, QuantOptions(keep_ends_float=False))
+            path = _onnx_file(model, dtype, x, size, Path(tmp), calib)
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
             session = sessions[(dtype, device)] = onnx_session(path, threads=torch.get_num_threads(),
                                                               providers=providers)
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
+
+
+def _onnx_file(model: nn.Module, dtype: str, x: torch.Tensor, size: int, folder: Path, calib) -> Path:
+    """The model exported to ONNX (dynamic batch) in ``folder``; for int8, quantized to static QDQ."""
+    from .export import export_onnx
+    from .quantize import QuantOptions, quantize_onnx
+
+    path = export_onnx(model, folder / "model.onnx", x, dynamic_batch=True).path
+    if dtype == "int8":
+        batches = [c.numpy() for c in (calib or [torch.randn(8, 3, size, size)])]
+        path = quantize_onnx(path, folder / "model.int8.onnx", batches, QuantOptions(keep_ends_float=False))
+    return path
+
+
+def openvino_runner(path: str | Path, threads: int | None = None):
+    """An ONNX file compiled by OpenVINO's CPU runtime: ``fn(x: np.ndarray) -> logits (np.ndarray)``.
+    Float layers run in fp32; a QDQ int8 file's quantized layers run on OpenVINO's own int8 kernels. Raises ``ValueError`` without openvino."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ValueError("the openvino backend needs the openvino package (pip install openvino)") from None
+    # f32: OpenVINO would otherwise run the float parts in bf16 on CPUs with native bf16
+    compiled = ov.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[0]
+
+
+def _openvino_call(model: nn.Module, dtype: str, x: torch.Tensor, size: int, device: str, calib):
+    """OpenVINO on the same ONNX files as onnxruntime (fp32, or the int8 QDQ model)."""
+    if device != "cpu":
+        raise ValueError("the openvino backend runs on the CPU")
+    if dtype not in ("fp32", "int8"):
+        raise ValueError("openvino runs fp32 and int8 (QDQ ONNX)")
+    with tempfile.TemporaryDirectory(prefix="plainnet-bench-") as tmp:  # compiled: the file can go
+        run = openvino_runner(_onnx_file(model, dtype, x, size, Path(tmp), calib))
+    feed = x.numpy()
+    return lambda: run(feed)
 
 
 def run_bench(runners: list[Runner], *, rounds: int = 5, min_seconds: float = 0.5) -> list[BenchRow]:
