@@ -17,23 +17,36 @@ DOC = ROOT / "docs" / "benchmarks.md"
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
+#: Codenames of the CPU families these benchmarks have run on, by (vendor, family, model).
+CODENAMES = {("AuthenticAMD", "25", "1"): "Zen 3", ("AuthenticAMD", "25", "17"): "Zen 4"}
+
+
+def cpu() -> tuple[str, str]:
+    """(a short key, a readable label) for this CPU: model, family/model numbers and the vector ISA that
+    decides plainnet's speed (AVX2, AVX-512, native bf16, VNNI)."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.machine(), platform.processor() or platform.machine()
+    vendor, family, model = info.get("vendor_id", "?"), info.get("cpu family", "?"), info.get("model", "?")
+    flags = set(info.get("flags", "").split())
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags]
+    name = info.get("model name", "cpu")
+    codename = CODENAMES.get((vendor, family, model))
+    label = f"{name} ({codename + ', ' if codename else ''}family {family} model {model}; {' '.join(isa)})"
+    short = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor, vendor.lower())
+    return f"{short}-{family}-{model}", label
+
+
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = Path("/proc/cpuinfo").read_text()
-        extra = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    except OSError:
-        extra = []
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores ({', '.join(extra) or 'no AVX-512'}), {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    return (f"{cpu()[1]}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
 def median_spread(values: list[float]) -> str:
@@ -45,17 +58,24 @@ def command_line() -> str:
 
 
 def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of docs/benchmarks.md."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    """Replace (or append) this CPU's copy of section ``name`` of docs/benchmarks.md: each CPU kind keeps
+    its own tables, its model and vector ISA in the heading."""
+    key, label = cpu()
+    start, end = f"<!-- {name}@{key}:start -->", f"<!-- {name}@{key}:end -->"
+    title, _, rest = body.strip().partition("\n")
+    body = f"{title} — {label}\n{rest}"
     block = f"{start}\n{body.rstrip()}\n\n_Measured {time.strftime('%Y-%m-%d')} with `{command_line()}` on {machine()}._\n{end}"
     DOC.parent.mkdir(exist_ok=True)
     text = DOC.read_text() if DOC.exists() else "# plainnet benchmarks\n\nEach section is written by the script named in it.\n"
     if start in text:
         text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    elif f"<!-- {name}@" in text:  # beside the same section measured on another CPU
+        last = [m.end() for m in re.finditer(re.escape(f"<!-- {name}@") + r"[^>]*:end -->", text)][-1]
+        text = text[:last] + "\n\n" + block + text[last:]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
-    print(f"wrote section '{name}' of {DOC}")
+    print(f"wrote section '{name}' ({label}) of {DOC}")
 
 
 def run(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float]:

@@ -1,6 +1,6 @@
 """Inference speed at 224 px: fused RepVGG-A0/B0 vs torchvision ResNet-18/34/50 and VGG-16, and timm's
-re-parameterized RepVGG-A0, in PyTorch eager (fp32, bf16 autocast + channels_last) and onnxruntime
-(fp32, int8 QDQ), batch 1 and 16; all runners interleaved in one run.
+re-parameterized RepVGG-A0, in PyTorch eager (fp32, bf16 autocast + channels_last), onnxruntime and
+OpenVINO (fp32, and the same int8 QDQ ONNX), batch 1 and 16; all runners interleaved in one run.
 
     python benchmarks/bench_inference.py [--rounds 5] [--seconds 0.5]
 """
@@ -16,7 +16,8 @@ from _common import write_section  # noqa: E402
 
 MODELS = ["repvgg_a0", "repvgg_a0:train", "repvgg_b0", "timm.repvgg_a0", "torchvision.resnet18",
           "torchvision.resnet34", "torchvision.resnet50", "torchvision.vgg16"]
-VARIANTS = [("eager", "fp32"), ("eager", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+VARIANTS = [("eager", "fp32"), ("eager", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+            ("openvino", "fp32"), ("openvino", "int8")]
 
 
 def main() -> None:

@@ -181,6 +181,8 @@ def test_bench_produces_a_table(tmp_path):
     train = next(r for r in rows if r["model"] == "repvgg_a0 (train form)")
     assert fused["params"] < train["params"] and fused["macs"] < train["macs"]
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    top = max((r for r in rows if r["model"] == "torchvision.resnet18"), key=lambda r: r["images_per_s"])
+    assert f"fastest for torchvision.resnet18 at batch 2: {top['backend']} {top['dtype']}" in proc.stdout
 
 
 def test_bench_runners_in_process():

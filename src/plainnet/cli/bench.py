@@ -71,6 +71,11 @@ def bench_command(
         table.add_row(r.model, r.backend, r.dtype, str(r.batch), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
                       f"{r.images_per_s:.1f}", f"{r.gflops:.0f}", f"{r.params / 1e6:.1f}M", f"{r.macs / 1e9:.2f}")
     console.print(table)
+    for (model, b), group in _by_model_and_batch(rows).items():
+        if len(group) > 1:
+            top, slow = max(group, key=lambda r: r.images_per_s), min(group, key=lambda r: r.images_per_s)
+            console.print(f"fastest for {model} at batch {b}: [bold]{top.backend} {top.dtype}[/] "
+                          f"({top.images_per_s / slow.images_per_s:.2f}x the slowest, {slow.backend} {slow.dtype})")
     out = out or Path(f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps([r.as_dict() for r in rows], indent=1))
@@ -80,3 +85,10 @@ def bench_command(
         w.writerows(r.as_dict() for r in rows)
     plot_bench(rows, out / "bench.png")
     console.print(f"written to [bold]{out}[/]: bench.csv, bench.json, bench.png")
+
+
+def _by_model_and_batch(rows) -> dict:
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r.model, r.batch), []).append(r)
+    return groups

@@ -220,12 +220,14 @@ class TrainingClock(L.Callback):
         recent = self.epochs[1:][-3:] or self.epochs  # the first epoch pays one-time warm-up costs
         per_cost = sum(e[0] for e in recent) / max(sum(e[1] for e in recent), 1e-9)
         val = sum(e[2] for e in recent) / len(recent)
+        # (3% margin on the epoch time: a re-fit is not undone by the next epoch's noise)
+        per_cost, val = per_cost * 1.03, val * 1.03
         remaining = self.deadline - self.clock() - self.reserve(val)
         fit = self._epochs_that_fit(self._progress(trainer, pl_module), per_cost, val, remaining,
                                     self.max_epochs - done)
-        # Shrink whenever the plan no longer fits; stretch only clearly, and only while the images still
-        # grow (a late stretch would re-warp the annealing tail for an epoch or two).
-        stretch = fit > left_planned * 1.15 + 2 and self._progress(trainer, pl_module) < FULL_SIZE_AT
+        # Shrink whenever the plan no longer fits; stretch only while the images still grow (a late
+        # stretch would re-warp the annealing tail for an epoch or two).
+        stretch = fit > left_planned and self._progress(trainer, pl_module) < FULL_SIZE_AT
         if fit < left_planned or stretch:
             self._refit(trainer, pl_module, done, fit, remaining)
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: 370 x 0.12 = 44; stride 8, 156 x 0.49 = 76; 16 px stride 8, 500 x 0.12 = 61. fp32 is ~1.5x slower.
 CPU_TRAIN_MACS_PER_S = 60e9
 #: Share of the time budget planned for validation, the final scoring and the report.
-RESERVE_SHARE = 0.1
+RESERVE_SHARE = 0.05
 MIN_EPOCHS, MAX_EPOCHS = 5, 100
 
 
@@ -207,7 +207,7 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
             rate = rates.get((t.precision, bool(t.channels_last))) or _cpu_train_rate(m, int(d.image_size), facts.num_classes,
                                                               t.precision == "bf16", machine.cores)
             # What is left of the whole command's budget for training: the data scan and the probe are
-            # spent; ~10% stays for validation, the final scoring and the report (re-fitted while training).
+            # spent; ~5% stays for validation, the final scoring and the report (re-fitted while training).
             seconds = max(float(t.budget_minutes) * 60 * (1 - RESERVE_SHARE) - spent_seconds - probe_seconds, 0.0)
             cost = mean_cost(int(d.start_size), int(d.image_size))
             epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, seconds * rate / max(facts.num_train, 1) / cost)))
