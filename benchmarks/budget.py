@@ -46,7 +46,7 @@ def main() -> None:
         for budget in (args.cifar_budgets or args.budgets) if data == "cifar10" else args.budgets:
             for seed in range(args.seeds):
                 for label, extra in CONFIGS[data]:
-                    name = f"{data}-{budget:g}-{seed}-{len(results)}"
+                    name = f"{data}-{budget:g}-{seed}-{sum(map(len, results.values()))}"
                     cmd = [plainnet, "train", "--data", str(SHARED / data), "--runs-dir", str(runs), "--name", name,
                            "--train.progress", "false", "--train.budget_minutes", f"{budget:g}",
                            "--train.seed", str(seed), *extra]

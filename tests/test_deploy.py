@@ -63,6 +63,9 @@ def test_export_cli_predict_from_onnx_matches_checkpoint(tiny_run, tmp_path, dat
     assert proc.code == 0, proc.stderr
     assert "matches PyTorch on 16 image(s)" in proc.stdout and "Conv" in proc.stdout
     assert "Add " not in proc.stdout and "BatchNormalization" not in proc.stdout
+    # both runtimes run the file side by side; the fp32 export keeps PyTorch's answers in both
+    assert "onnxruntime:" in proc.stdout and "openvino:" in proc.stdout
+    assert "fastest on this CPU keeping >= 99% agreement:" in proc.stdout
     folder = tmp_path / "late_blight"
     folder.mkdir()
     for f in sorted((datasets_dir / "potato" / "Potato___Late_blight").iterdir())[:120]:

@@ -77,6 +77,8 @@ def export_command(
         agree = (q(x).argmax(1) == loaded(x).argmax(1)).float().mean().item()
         console.print(f"[bold]{output}[/] (int8, {output.stat().st_size / 2**20:.1f} MiB): top-1 agreement with "
                       f"fp32 on {len(x)} images: {agree:.1%}")
+    if fmt == "onnx":
+        _report_runtimes(loaded, output, check)
     table = Table(title="operators in the exported graph")
     table.add_column("op")
     table.add_column("count", justify="right")
@@ -85,3 +87,19 @@ def export_command(
     console.print(table)
     if "BatchNormalization" in result.ops or "batch_norm" in " ".join(result.ops):
         console.print("[yellow]the graph still has BatchNorm: this model has no re-parameterizable blocks[/]")
+
+
+def _report_runtimes(loaded, output: Path, check: Path | None) -> None:
+    """Which runtime runs the exported file fastest on this CPU while keeping the PyTorch model's answers."""
+    from ..deploy.bench import compare_runtimes
+
+    images = check_inputs(loaded, check, 64, "val")
+    rows = compare_runtimes(output, images, loaded(images))
+    for r in rows:
+        console.print(f"  {r['backend']}: {r['images_per_s']:.0f} images/s at batch {r['batch']}, top-1 agreement with "
+                      f"PyTorch fp32 {r['agreement']:.1%}")
+    best = next((r for r in rows if r["keeps_accuracy"]), None)
+    if best is None:
+        console.print("[yellow]no runtime kept 99% top-1 agreement with PyTorch on these images[/]")
+    else:
+        console.print(f"fastest on this CPU keeping >= 99% agreement: [bold]{best['backend']}[/]")

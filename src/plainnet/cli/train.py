@@ -23,7 +23,8 @@ def train_command(
                              "folders, CIFAR-10 python batches, or 'digits'."),
     model: str = typer.Option("", "--model", "-m", help="plainnet model, torchvision.NAME or timm.NAME "
                               "(default: picked for the data and machine)."),
-    epochs: int = typer.Option(0, "--epochs", "-e", help="Epochs (default: as many as fit --train.budget_minutes, 5, on a CPU: the whole command, re-fitted while training)."),
+    epochs: int = typer.Option(0, "--epochs", "-e", help="Epochs (default on a CPU: as many as fit "
+                                "--train.budget_minutes, 5 by default, for the whole command)."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML recipe (sections data, augment, model, "
                                 "optim, schedule, train, distill)."),
     resume: Path = typer.Option(None, "--resume", help="Continue runs/<name> from its last checkpoint."),

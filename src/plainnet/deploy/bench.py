@@ -7,8 +7,9 @@ give p50/p90 latency, throughput (images/s at p50), and the achieved GFLOP/s (2 
 Models: plainnet names (RepVGG benchmarked in its fused form unless ``:train`` is appended), plainnet
 checkpoints or ONNX files, ``torchvision.NAME`` (resnet18/34/50 and vgg16 are the usual references) and
 ``timm.NAME`` (timm's RepVGG re-parameterized with its own utility). Backends: ``eager`` (PyTorch),
-``compile`` (``torch.compile``), ``onnxruntime``, ``openvino`` (the same ONNX files). Dtypes: ``fp32``, ``bf16`` (autocast +
-channels_last; CUDA: also ``fp16``), ``int8`` (onnxruntime static QDQ, or torchao PT2E under compile).
+``compile`` (``torch.compile``), ``onnxruntime``, ``openvino`` (the same ONNX files). Dtypes: ``fp32``,
+``bf16`` (autocast + channels_last; CUDA: also ``fp16``), ``int8`` (static QDQ ONNX for onnxruntime and
+OpenVINO, or torchao PT2E under compile).
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def _onnx_file(model: nn.Module, dtype: str, x: torch.Tensor, size: int, folder:
 
 def openvino_runner(path: str | Path, threads: int | None = None):
     """An ONNX file compiled by OpenVINO's CPU runtime: ``fn(x: np.ndarray) -> logits (np.ndarray)``.
-    Float layers run in fp32; a QDQ int8 file's quantized layers run on OpenVINO's own int8 kernels. Raises ``ValueError`` without openvino."""
+    Float layers run in fp32; a QDQ int8 file's quantized layers run on OpenVINO's own int8 kernels.
+    Raises ``ValueError`` without openvino."""
     try:
         import openvino as ov
     except ImportError:
@@ -209,6 +211,36 @@ def _openvino_call(model: nn.Module, dtype: str, x: torch.Tensor, size: int, dev
         run = openvino_runner(_onnx_file(model, dtype, x, size, Path(tmp), calib))
     feed = x.numpy()
     return lambda: run(feed)
+
+
+def compare_runtimes(path: str | Path, images: torch.Tensor, reference: torch.Tensor, *, rounds: int = 3,
+                     seconds: float = 0.3, min_agreement: float = 0.99) -> list[dict]:
+    """onnxruntime and (when installed) OpenVINO on one ONNX file, side by side: images/s at batch 16 (or
+    the file's fixed batch; interleaved rounds) and top-1 agreement with ``reference`` logits (e.g. the
+    PyTorch fp32 model's) on ``images``. Fastest first; ``keeps_accuracy``: agreement >= ``min_agreement``."""
+    from ..model_files import onnx_session
+
+    session = onnx_session(path, threads=torch.get_num_threads())
+    name = session.get_inputs()[0].name
+    runtimes = {"onnxruntime": lambda a: session.run(None, {name: a})[0]}
+    try:
+        runtimes["openvino"] = openvino_runner(path)
+    except ValueError:  # openvino not installed
+        pass
+    fixed = session.get_inputs()[0].shape[0]
+    size = fixed if isinstance(fixed, int) and fixed > 0 else 16  # an export without a dynamic batch
+    batches = [images[i : i + size].numpy() for i in range(0, len(images) - size + 1, size)]
+    n = sum(len(b) for b in batches)
+    rows = []
+    for backend, run in runtimes.items():
+        top1 = torch.cat([torch.from_numpy(run(b)).argmax(1) for b in batches])
+        rows.append({"backend": backend, "agreement": (top1 == reference[:n].argmax(1)).float().mean().item()})
+    runners = [Runner(r["backend"], r["backend"], "", len(batches[0]), lambda f=runtimes[r["backend"]]: f(batches[0]),
+                      0, 0) for r in rows]
+    for row, timed in zip(rows, run_bench(runners, rounds=rounds, min_seconds=seconds)):
+        row["images_per_s"], row["batch"] = timed.images_per_s, timed.batch
+        row["keeps_accuracy"] = row["agreement"] >= min_agreement
+    return sorted(rows, key=lambda r: -r["images_per_s"])
 
 
 def run_bench(runners: list[Runner], *, rounds: int = 5, min_seconds: float = 0.5) -> list[BenchRow]:

@@ -157,10 +157,10 @@ class TrainingClock(L.Callback):
     At each epoch start the data module's training image size follows the schedule's progress
     (:func:`~plainnet.engine.schedule.train_size`). With a ``deadline``, after every epoch (its
     validation included) the epochs that still fit are counted from the measured seconds per epoch
-    (scaled by :func:`~plainnet.engine.schedule.step_cost` as the image grows) and what must follow training (``reserve(validation_seconds)``: the
-    final scoring and the report); when that differs from the plan -- fewer epochs fit, or clearly more --
-    ``max_epochs`` and the learning-rate schedule are re-fitted, so the run anneals and ends in time
-    rather than overshooting.
+    (scaled by :func:`~plainnet.engine.schedule.step_cost` as the image grows), leaving what must follow
+    training (``reserve(validation_seconds)``: the final scoring and the report). When fewer epochs fit
+    than planned -- or more, while the images still grow -- ``max_epochs`` and the learning-rate schedule
+    are re-fitted, so the run anneals and ends in time rather than overshooting.
 
     Args:
         start_size, full_size: progressive resizing from ``start_size`` to ``full_size`` pixels.

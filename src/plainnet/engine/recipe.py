@@ -204,8 +204,8 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
         if gpu:
             epochs, why = 30, "GPU default"
         else:
-            rate = rates.get((t.precision, bool(t.channels_last))) or _cpu_train_rate(m, int(d.image_size), facts.num_classes,
-                                                              t.precision == "bf16", machine.cores)
+            rate = rates.get((t.precision, bool(t.channels_last))) or _cpu_train_rate(
+                m, int(d.image_size), facts.num_classes, t.precision == "bf16", machine.cores)
             # What is left of the whole command's budget for training: the data scan and the probe are
             # spent; ~5% stays for validation, the final scoring and the report (re-fitted while training).
             seconds = max(float(t.budget_minutes) * 60 * (1 - RESERVE_SHARE) - spent_seconds - probe_seconds, 0.0)

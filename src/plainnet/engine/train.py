@@ -369,9 +369,8 @@ AFTER_TRAINING_SECONDS = 4.0
 
 def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float,
          deadline: float | None, model_instance=None) -> TrainResult:
-    from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, tta_views
     from ..data.datamodule import ImageDataModule, Preprocess
-    from ..data.augment import tta_views
     from .callbacks import DivergenceGuard, RunRecorder, TrainingClock
     from .recipe import MAX_EPOCHS
     from .scoring import score_datamodule
