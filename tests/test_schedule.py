@@ -110,3 +110,4 @@ def test_no_time_left_stops_after_the_current_epoch():
     clock = TrainingClock(96, 96, deadline=5.0, reserve=lambda val: 4.0, clock=fake)
     run, _, _, trainer = _simulate(clock, fake, epochs=8, seconds_per_epoch=lambda e: 3.0)
     assert run == 1 and trainer.should_stop and clock.planned == 1
+

@@ -225,9 +225,10 @@ class TrainingClock(L.Callback):
         remaining = self.deadline - self.clock() - self.reserve(val)
         fit = self._epochs_that_fit(self._progress(trainer, pl_module), per_cost, val, remaining,
                                     self.max_epochs - done)
-        # Shrink whenever the plan no longer fits; stretch only while the images still grow (a late
-        # stretch would re-warp the annealing tail for an epoch or two).
-        stretch = fit > left_planned and self._progress(trainer, pl_module) < FULL_SIZE_AT
+        # Shrink whenever the plan no longer fits; stretch by two epochs or more (one is within an epoch's
+        # noise: measured, short epochs then flip between N and N+1) and only while the images still
+        # grow (a late stretch would re-warp the annealing tail).
+        stretch = fit >= left_planned + 2 and self._progress(trainer, pl_module) < FULL_SIZE_AT
         if fit < left_planned or stretch:
             self._refit(trainer, pl_module, done, fit, remaining)
 
