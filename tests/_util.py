@@ -13,7 +13,8 @@ from torch import nn
 
 #: Tests train in fp32 whatever the CPU, so a CI machine without native bf16 (AVX2) computes what a
 #: developer's AVX-512 machine computes; bf16-mixed training has its own test.
-FP32 = {"train.precision": "fp32", "train.progress": "false"}
+#: fp32 and channels_last fixed: tests compare runs, and a measured layout could differ between two runs.
+FP32 = {"train.precision": "fp32", "train.channels_last": "true", "train.progress": "false"}
 
 
 def potato_subset(root: Path, datasets_dir: Path, per_class: int, start: int = 0) -> Path:

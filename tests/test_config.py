@@ -114,6 +114,11 @@ def test_a_measured_machine_picks_the_faster_precision_and_layout_and_fits_epoch
     assert cfg.data.start_size == 64 and cfg.data.image_size == 96
     assert int(seconds * 60 / 1500) < cfg.train.epochs < int(seconds * 60 / 1500 / (64 / 96) ** 2)
     assert any("255 s of training at ~60 img/s (measured)" in n for n in notes)
+    near_tie = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
+                       probe=lambda *a: {("fp32", True): 100.0, ("fp32", False): 103.0, ("bf16", True): 95.0,
+                                         ("bf16", False): 90.0})
+    tie, _ = resolve(RunConfig(), PHOTOS, near_tie)  # within 10%: the defaults, so runs stay reproducible
+    assert tie.train.precision == "bf16" and tie.train.channels_last is True
     later, _ = resolve(RunConfig(), PHOTOS, avx2, spent_seconds=120)
     assert later.train.epochs < cfg.train.epochs  # less of the budget left, fewer epochs
     fixed, _ = resolve(apply_overrides(RunConfig(), {"train.precision": "bf16", "train.epochs": "3",

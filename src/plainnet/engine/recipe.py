@@ -98,6 +98,14 @@ def _is_plain_vgg(name: str) -> bool:
     return _is_vgg(name) and "_bn" not in name and not name.endswith("_dws")
 
 
+def _measured_choice(rates: dict, default, margin: float = 1.1):
+    """The measured fastest option, but ``default`` unless another beats it by ``margin``: near-ties
+    keep one answer, so the same command on the same machine trains the same way (layout and precision
+    change the numerics)."""
+    best = max(rates, key=rates.get)
+    return best if default not in rates or rates[best] > rates[default] * margin else default
+
+
 def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
             spent_seconds: float = 0.0) -> tuple[RunConfig, list[str]]:
     """Return the config with no ``auto`` left, and one line per automatic choice.
@@ -189,12 +197,12 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
             log.warning("could not measure training speed (%s); estimating it instead", e)
         probe_seconds = time.perf_counter() - probe_started
     if rates:
-        precision, channels_last = max(rates, key=rates.get)
         best = {p: max(r for (q, _), r in rates.items() if q == p) for p in dict.fromkeys(q for q, _ in rates)}
-        t = pick(t, "precision", precision, "measured " + ", ".join(f"{p} {r:.0f} img/s" for p, r in best.items())
-                 + ("" if machine.cpu_bf16 else "; no native bf16 on this CPU"))
+        t = pick(t, "precision", _measured_choice(best, "bf16" if machine.cpu_bf16 else "fp32"), "measured " +
+                 ", ".join(f"{p} {r:.0f} img/s" for p, r in best.items()) +
+                 ("" if machine.cpu_bf16 else "; no native bf16 on this CPU"))
         layout = {cl: r for (p, cl), r in rates.items() if p == t.precision}
-        t = pick(t, "channels_last", max(layout, key=layout.get), "measured " + ", ".join(
+        t = pick(t, "channels_last", _measured_choice(layout, True), "measured " + ", ".join(
             f"{'channels_last' if cl else 'contiguous'} {r:.0f} img/s" for cl, r in layout.items()))
     if not gpu:  # nothing measured: the CPU's flags decide
         t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32",

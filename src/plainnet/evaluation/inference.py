@@ -71,10 +71,15 @@ class InferenceModel:
             return torch.from_numpy(self.session.run(None, {name: x.float().cpu().numpy()})[0])
         if self._fused is None:  # the same function at deploy speed: one 3x3 conv per RepVGG block
             from ..deploy.reparam import reparameterize
+            from ..layers import Reparameterizable
 
-            fused = reparameterize(self.module)
-            self._fused = fused.to(memory_format=torch.channels_last) if self.device.type == "cpu" else fused
-        if self.device.type == "cpu":
+            fused = self.module
+            if any(isinstance(m, Reparameterizable) for m in fused.modules()):
+                fused = reparameterize(fused)
+            if self.device.type == "cpu" and self.form != "pt2":  # (an exported graph keeps its layout)
+                fused = fused.to(memory_format=torch.channels_last)
+            self._fused = fused
+        if self.device.type == "cpu" and self.form != "pt2":
             x = x.contiguous(memory_format=torch.channels_last)
         return self._fused(x.to(self.device)).float().cpu()
 
