@@ -223,12 +223,12 @@ class TrainingClock(L.Callback):
         # (3% margin on the epoch time: a re-fit is not undone by the next epoch's noise)
         per_cost, val = per_cost * 1.03, val * 1.03
         remaining = self.deadline - self.clock() - self.reserve(val)
-        fit = self._epochs_that_fit(self._progress(trainer, pl_module), per_cost, val, remaining,
-                                    self.max_epochs - done)
+        progress = self._progress(trainer, pl_module)
+        fit = self._epochs_that_fit(progress, per_cost, val, remaining, self.max_epochs - done)
         # Shrink whenever the plan no longer fits; stretch by two epochs or more (one is within an epoch's
         # noise: measured, short epochs then flip between N and N+1) and only while the images still
         # grow (a late stretch would re-warp the annealing tail).
-        stretch = fit >= left_planned + 2 and self._progress(trainer, pl_module) < FULL_SIZE_AT
+        stretch = fit >= left_planned + 2 and progress < FULL_SIZE_AT
         if fit < left_planned or stretch:
             self._refit(trainer, pl_module, done, fit, remaining)
 
