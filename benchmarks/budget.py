@@ -7,6 +7,7 @@ alternate within each seed (interleaved), every run is the exact CLI command, ti
 to exit.
 
     python benchmarks/budget.py [--budgets 3 6] [--cifar-budgets 3] [--seeds 3] [--data potato cifar10]
+                                [--section budget]
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, run, write_section  # noqa: E402
 
 CONFIGS = {
-    "potato": [("progressive 64->96 px (default)", []), ("fixed 96 px", ["--data.start_size", "96"])],
+    "potato": [("default (progressive 64->96 px; lower when <10 epochs fit)", []),
+               ("fixed 96 px", ["--data.image_size", "96", "--data.start_size", "96"])],
     "cifar10": [("32 px (default)", [])],
 }
 
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--cifar-budgets", type=float, nargs="+", default=None, help="(default: --budgets)")
     ap.add_argument("--data", nargs="+", default=["potato", "cifar10"], choices=list(CONFIGS))
+    ap.add_argument("--section", default="budget", help="docs/benchmarks.md section to write")
     args = ap.parse_args()
     runs = Path(tempfile.mkdtemp(prefix="plainnet-bench-"))
     plainnet = str(Path(sys.executable).parent / "plainnet")
@@ -79,7 +82,7 @@ def main() -> None:
             f"{_mean_spread([r['tta'] for r in rows])} | {statistics.median(r['epochs'] for r in rows):g} | "
             f"{statistics.median(secs) / 60:.2f} min ({min(secs) / 60:.2f}-{max(secs) / 60:.2f}) | "
             f"{min(secs) / 60 / budget:.2f}-{max(secs) / 60 / budget:.2f} |")
-    write_section("budget", "\n".join(lines))
+    write_section(args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from plainnet.engine.config import RunConfig, apply_overrides, load_config, parse_override_args
@@ -56,7 +58,8 @@ def test_override_args_need_values():
 def test_auto_recipe_for_photos_on_cpu_and_gpu():
     facts = DataFacts(num_train=1722, num_classes=3, class_counts=(800, 800, 122), typical_side=256)
     cfg, notes = resolve(RunConfig(), facts, CPU)
-    assert "auto" not in str(cfg)
+    # every choice explicit but the validation interval, which the first epoch measures (TrainingClock)
+    assert cfg.train.val_every == "auto" and "auto" not in str(replace(cfg, train=replace(cfg.train, val_every=1)))
     assert cfg.model.name == "repvgg_a0" and cfg.data.image_size == 96 and cfg.model.output_stride == 32
     assert cfg.train.precision == "bf16" and cfg.train.channels_last is True
     assert cfg.data.balance == "loss"  # healthy is 7% of the potato leaves
@@ -113,7 +116,7 @@ def test_a_measured_machine_picks_the_faster_precision_and_layout_and_fits_epoch
     seconds = 5 * 60 * 0.95 - 30
     assert cfg.data.start_size == 64 and cfg.data.image_size == 96
     assert int(seconds * 60 / 1500) < cfg.train.epochs < int(seconds * 60 / 1500 / (64 / 96) ** 2)
-    assert any("255 s of training at ~60 img/s (measured)" in n for n in notes)
+    assert any("255 s of training at ~60 img/s (measured at 96 px)" in n for n in notes)
     near_tie = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
                        probe=lambda *a: {("fp32", True): 100.0, ("fp32", False): 103.0, ("bf16", True): 95.0,
                                          ("bf16", False): 90.0})
@@ -124,6 +127,30 @@ def test_a_measured_machine_picks_the_faster_precision_and_layout_and_fits_epoch
     fixed, _ = resolve(apply_overrides(RunConfig(), {"train.precision": "bf16", "train.epochs": "3",
                                                      "train.channels_last": "true"}), PHOTOS, avx2)
     assert fixed.train.precision == "bf16" and len(calls) == 2  # nothing left to measure: no probe
+
+
+def test_a_budget_too_short_for_enough_epochs_trains_at_a_lower_resolution():
+    from plainnet.engine.recipe import ENOUGH_EPOCHS, MIN_BUDGET_SIZE
+    from plainnet.engine.schedule import mean_cost
+
+    slow = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
+                   probe=lambda *a: {("fp32", True): 60.0})  # at 96 px
+    roomy, _ = resolve(RunConfig(), PHOTOS, slow)  # 5 minutes: ~13 epochs at 64 -> 96 px
+    assert roomy.data.image_size == 96 and roomy.train.epochs >= ENOUGH_EPOCHS
+    short = apply_overrides(RunConfig(), {"train.budget_minutes": "2"})
+    cfg, notes = resolve(short, PHOTOS, slow)
+    seconds = 2 * 60 * 0.95
+    at_96 = seconds * 60 / 1500 / mean_cost(64, 96)
+    assert at_96 < ENOUGH_EPOCHS  # ~5 epochs would fit at 96 px ...
+    assert MIN_BUDGET_SIZE <= cfg.data.image_size < 96 and cfg.data.start_size <= cfg.data.image_size
+    assert cfg.train.epochs > int(at_96)  # ... more fit at the lower resolution (the step time follows the pixels)
+    assert cfg.train.epochs == int(seconds * 60 / 1500 / mean_cost(cfg.data.start_size, cfg.data.image_size, 96))
+    assert [n for n in notes if n.startswith("image_size=")] == [
+        next(n for n in notes if n.startswith(f"image_size={cfg.data.image_size} ("))]  # one note, the final choice
+    assert any("a lower resolution" in n for n in notes)
+    # a size the user chose is kept
+    kept, _ = resolve(apply_overrides(short, {"data.image_size": "96"}), PHOTOS, slow)
+    assert kept.data.image_size == 96 and kept.train.epochs < ENOUGH_EPOCHS
 
 
 def test_a_probe_that_fails_falls_back_to_the_cpu_flags():

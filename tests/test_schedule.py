@@ -57,11 +57,13 @@ class _Clock:
 def _simulate(clock: TrainingClock, fake: _Clock, *, epochs: int, seconds_per_epoch, val_seconds: float = 1.0,
               steps: int = 10):
     """Run a fake trainer through ``clock``'s hooks; an epoch at the full size takes
-    ``seconds_per_epoch(epoch)`` seconds, scaled by its size's step cost. Returns (epochs run, sizes, schedule)."""
+    ``seconds_per_epoch(epoch)`` seconds, scaled by its size's step cost, and validates (``val_seconds``)
+    where Lightning would, reading ``check_val_every_n_epoch`` as its epoch loop does.
+    Returns (epochs run, sizes, schedule, trainer); ``trainer.validated`` lists the validated epochs."""
     schedule = Schedule("onecycle", 0.25, 0.0, epochs * steps)
     trainer = SimpleNamespace(fit_loop=SimpleNamespace(max_epochs=epochs), max_epochs=epochs, current_epoch=0,
                               global_step=0, num_training_batches=steps, should_stop=False,
-                              datamodule=SimpleNamespace(train_size=None))
+                              datamodule=SimpleNamespace(train_size=None), check_val_every_n_epoch=1, validated=[])
     module = SimpleNamespace(schedule=schedule, train_seconds=None)
     sizes = []
     while trainer.current_epoch < trainer.fit_loop.max_epochs and not trainer.should_stop:
@@ -69,8 +71,13 @@ def _simulate(clock: TrainingClock, fake: _Clock, *, epochs: int, seconds_per_ep
         size = trainer.datamodule.train_size or clock.full_size
         sizes.append(size)
         module.train_seconds = seconds_per_epoch(trainer.current_epoch) * step_cost(size, clock.full_size)
-        fake.now += module.train_seconds + val_seconds
+        fake.now += module.train_seconds
         trainer.global_step += steps
+        if (trainer.current_epoch + 1) % trainer.check_val_every_n_epoch == 0:
+            clock.on_validation_start(trainer, module)
+            fake.now += val_seconds
+            clock.on_validation_end(trainer, module)
+            trainer.validated.append(trainer.current_epoch)
         clock.on_train_epoch_end(trainer, module)
         trainer.current_epoch += 1
     return trainer.current_epoch, sizes, schedule, trainer
@@ -111,3 +118,40 @@ def test_no_time_left_stops_after_the_current_epoch():
     run, _, _, trainer = _simulate(clock, fake, epochs=8, seconds_per_epoch=lambda e: 3.0)
     assert run == 1 and trainer.should_stop and clock.planned == 1
 
+
+
+def test_validation_runs_every_epoch_while_it_is_cheap():
+    fake = _Clock()
+    clock = TrainingClock(96, 96, val_every=None, clock=fake)
+    _, _, _, trainer = _simulate(clock, fake, epochs=6, seconds_per_epoch=lambda e: 10.0, val_seconds=0.9)
+    assert trainer.validated == list(range(6)) and clock.val_every == 1 and clock.notes == []
+
+
+def test_costly_validation_runs_less_often_and_always_after_the_last_epoch():
+    # A validation pass costs 35% of an epoch's training: every 4th epoch keeps it under 10%.
+    fake = _Clock()
+    clock = TrainingClock(96, 96, val_every=None, clock=fake)
+    _, _, _, trainer = _simulate(clock, fake, epochs=10, seconds_per_epoch=lambda e: 10.0, val_seconds=3.5)
+    assert clock.val_every == 4 and "val_every=4" in clock.notes[0]
+    assert trainer.validated == [0, 3, 7, 9]
+    # capped: even a pass as long as an epoch is run every 5th epoch; a fixed interval is kept as given
+    fake = _Clock()
+    clock = TrainingClock(96, 96, val_every=None, clock=fake)
+    _simulate(clock, fake, epochs=3, seconds_per_epoch=lambda e: 10.0, val_seconds=30.0)
+    assert clock.val_every == 5
+    fake = _Clock()
+    clock = TrainingClock(96, 96, val_every=3, clock=fake)
+    _, _, _, trainer = _simulate(clock, fake, epochs=7, seconds_per_epoch=lambda e: 10.0, val_seconds=0.1)
+    assert trainer.validated == [2, 5, 6] and clock.notes == []
+
+
+def test_a_budget_spends_the_validation_time_it_saves_on_training():
+    def run(val_every):
+        fake = _Clock()
+        clock = TrainingClock(96, 96, deadline=300.0, reserve=lambda val: 2 * val + 4, val_every=val_every,
+                              clock=fake)
+        epochs, _, _, trainer = _simulate(clock, fake, epochs=10, seconds_per_epoch=lambda e: 10.0, val_seconds=4.0)
+        assert fake.now <= 300 and trainer.validated[-1] == epochs - 1
+        return epochs
+
+    assert run(None) > run(1)  # 4 s passes every 4th epoch instead of each: ~2 more epochs of 10 s

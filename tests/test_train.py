@@ -43,16 +43,24 @@ def test_run_directory_is_self_describing(tiny):
     assert not {s.path for s in split.train} & {s.path for s in split.val}
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(10))
-    assert all(float(r["train/loss"]) > 0 and 0 <= float(r["val/acc"]) <= 1 for r in rows)
+    # validated after the first epoch, every `val_every` epochs (measured: the first epoch's validation
+    # against its training; written to config.yaml) and after the last; no stale values in between
+    every = config["train"]["val_every"]
+    validated = [int(r["epoch"]) for r in rows if r["val/acc"]]
+    assert validated[0] == 0 and validated[-1] == 9 and len(validated) >= 10 // every
+    assert all((e + 1) % every == 0 for e in validated[1:-1])
+    assert all(float(r["train/loss"]) > 0 for r in rows)
+    assert all(0 <= float(r["val/acc"]) <= 1 for r in rows if int(r["epoch"]) in validated)
     # training speed counts the 144 training images over the training time alone, not the validation
     assert all(float(r["train/img_s"]) * float(r["train/train_time"]) == pytest.approx(144, rel=1e-3) for r in rows)
-    assert all(float(r["train/train_time"]) < float(r["train/epoch_time"]) for r in rows)
+    assert all(float(r["train/train_time"]) < float(r["train/epoch_time"]) for r in rows
+               if int(r["epoch"]) in validated)
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     payload = torch.load(run / "best.pt", weights_only=True)
     assert payload["classes"] == classes and payload["preprocess"]["image_size"] == 48
-    best = max(rows, key=lambda r: float(r["val/acc"]))
+    best = max((r for r in rows if r["val/acc"]), key=lambda r: float(r["val/acc"]))
     assert payload["epoch"] == int(best["epoch"]) == tiny.best_epoch
     model = plainnet.load_model(run / "best.pt")
     assert model(torch.randn(2, 3, 48, 48)).shape == (2, 3)

@@ -4,8 +4,9 @@
   into place, so ``kill -9`` during a save never corrupts the last good checkpoint.
 - :class:`DivergenceGuard` stops a run whose training loss is no longer finite, with an error that says
   what to change, before a NaN epoch overwrites the last good checkpoint.
-- :class:`TrainingClock` sets each epoch's image size (progressive resizing) and, under a time budget,
-  re-fits the number of epochs and the schedule to the time left after every epoch.
+- :class:`TrainingClock` sets each epoch's image size (progressive resizing), validates less often when a
+  validation pass costs much of an epoch, and, under a time budget, re-fits the number of epochs and the
+  schedule to the time left after every epoch.
 - :class:`RunRecorder` keeps the per-epoch history (restored on resume, so no epoch is counted twice),
   rewrites ``metrics.csv`` each epoch and ``curves.png`` every ``plot_every_s`` seconds and at the end,
   and saves ``best.pt`` (when the monitored metric improves) and ``last.pt`` (when training ends) as
@@ -33,6 +34,11 @@ from .schedule import FULL_SIZE_AT, step_cost, train_size
 __all__ = ["AtomicCheckpointIO", "DivergenceGuard", "RunRecorder", "TrainingClock"]
 
 log = logging.getLogger(__name__)
+
+#: Validate every epoch while one validation pass costs at most this share of an epoch's training.
+VAL_SHARE = 0.1
+#: ... and otherwise at least this often (early stopping and best.pt need validated epochs).
+MAX_VAL_EVERY = 5
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -75,6 +81,7 @@ class RunRecorder(L.Callback):
         self.history: list[dict[str, float]] = []
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self._validated: int | None = None  # the last epoch that ran a validation pass
 
     def state_dict(self) -> dict:
         return {"history": self.history, "best": self.best, "best_epoch": self.best_epoch}
@@ -88,6 +95,9 @@ class RunRecorder(L.Callback):
             return True
         return value > self.best if self.mode == "max" else value < self.best
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = trainer.current_epoch
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -100,7 +110,8 @@ class RunRecorder(L.Callback):
         pl_module.log("train/epoch_time", elapsed, rank_zero_only=True)
         pl_module.log("lr", trainer.optimizers[0].param_groups[-1]["lr"], rank_zero_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if isinstance(v, torch.Tensor) and v.numel() == 1 and k != "img_s"}
+                   if isinstance(v, torch.Tensor) and v.numel() == 1 and k != "img_s"
+                   and (self._validated == trainer.current_epoch or not k.startswith("val/"))}
         row = {"epoch": trainer.current_epoch, **metrics}
         # Drop anything recorded for this epoch by an interrupted attempt (defensive: history is restored
         # from the checkpoint of the previous epoch, so normally there is none).
@@ -152,40 +163,49 @@ class RunRecorder(L.Callback):
 
 
 class TrainingClock(L.Callback):
-    """Progressive resizing, and a training run that ends by its deadline.
+    """Progressive resizing, validation as often as it is cheap, and a run that ends by its deadline.
 
     At each epoch start the data module's training image size follows the schedule's progress
-    (:func:`~plainnet.engine.schedule.train_size`). With a ``deadline``, after every epoch (its
-    validation included) the epochs that still fit are counted from the measured seconds per epoch
-    (scaled by :func:`~plainnet.engine.schedule.step_cost` as the image grows), leaving what must follow
-    training (``reserve(validation_seconds)``: the final scoring and the report). When fewer epochs fit
-    than planned -- or more, while the images still grow -- ``max_epochs`` and the learning-rate schedule
-    are re-fitted, so the run anneals and ends in time rather than overshooting.
+    (:func:`~plainnet.engine.schedule.train_size`). Validation runs every ``val_every`` epochs and always
+    after the last one; ``val_every=None`` decides after the first epoch: every epoch while a validation
+    pass costs at most :data:`VAL_SHARE` of an epoch's training, else as rarely as keeps it there (at most
+    every :data:`MAX_VAL_EVERY` epochs). With a ``deadline``, after every epoch the epochs that still fit
+    are counted from the measured seconds per epoch (scaled by :func:`~plainnet.engine.schedule.step_cost`
+    as the image grows), leaving what must follow training (``reserve(validation_seconds)``: the final
+    scoring and the report). When fewer epochs fit than planned -- or more, while the images still grow --
+    ``max_epochs`` and the learning-rate schedule are re-fitted, so the run anneals and ends in time rather
+    than overshooting.
 
     Args:
         start_size, full_size: progressive resizing from ``start_size`` to ``full_size`` pixels.
         deadline: a ``clock()`` value by which everything must be done; ``None``: the planned epochs run.
         reserve: seconds needed after the last epoch, given the measured seconds of one validation pass.
         max_epochs: never plan more epochs than this.
+        val_every: validate every this many epochs (and after the last); ``None``: measured.
         clock: the time source (``time.perf_counter``; tests give a fake one).
-        notes: re-fits are appended here (the run's ``auto`` notes).
+        notes: re-fits and the measured validation interval are appended here (the run's ``auto`` notes).
     """
 
     def __init__(self, start_size: int, full_size: int, *, deadline: float | None = None,
-                 reserve=lambda val_seconds: 0.0, max_epochs: int = 100, clock=time.perf_counter,
-                 notes: list[str] | None = None) -> None:
+                 reserve=lambda val_seconds: 0.0, max_epochs: int = 100, val_every: int | None = 1,
+                 clock=time.perf_counter, notes: list[str] | None = None) -> None:
         self.start_size, self.full_size, self.deadline, self.reserve = start_size, full_size, deadline, reserve
         self.max_epochs, self.clock, self.notes = max_epochs, clock, notes if notes is not None else []
-        self.epochs: list[tuple[float, float, float]] = []  # (train s, relative cost, validation + saving s)
+        # (train s, relative cost, other s: validation + saving)
+        self.epochs: list[tuple[float, float, float]] = []
         self.planned: int | None = None  # the re-fitted number of epochs (saved in checkpoints)
-        self._started, self._ended = 0.0, None
+        self.val_every, self.measure_val_every = val_every or 1, val_every is None
+        self.val_seconds: float | None = None  # the last validation pass
+        self._started, self._ended, self._val_started = 0.0, None, None
         self._size = full_size
 
     def state_dict(self) -> dict:
-        return {"planned": self.planned}
+        return {"planned": self.planned, "val_every": self.val_every, "measure_val_every": self.measure_val_every}
 
     def load_state_dict(self, state: dict) -> None:
         self.planned = state.get("planned")
+        self.val_every = state.get("val_every", self.val_every)
+        self.measure_val_every = state.get("measure_val_every", self.measure_val_every)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.planned is not None:  # resumed after a re-fit: the re-fitted length
@@ -197,6 +217,10 @@ class TrainingClock(L.Callback):
             return schedule.progress(trainer.global_step)
         return trainer.current_epoch / max(trainer.max_epochs or 1, 1)
 
+    def validates(self, epoch: int, max_epochs: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) of ``max_epochs`` ends with a validation pass."""
+        return (epoch + 1) % self.val_every == 0 or epoch + 1 >= max_epochs
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now = self.clock()
         if self.epochs and self._ended is not None:  # checkpoint saves after the last epoch's end
@@ -206,25 +230,40 @@ class TrainingClock(L.Callback):
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "train_size"):
             dm.train_size = self._size if self._size < self.full_size else None
+        # Lightning validates after epoch e when (e + 1) % check_val_every_n_epoch == 0: set per epoch.
+        validate = self.validates(trainer.current_epoch, trainer.fit_loop.max_epochs)
+        trainer.check_val_every_n_epoch = 1 if validate else trainer.current_epoch + 2
         self._started, self._ended = now, None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_started = self.clock()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val_started is not None:
+            self.val_seconds, self._val_started = self.clock() - self._val_started, None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._ended = self.clock()
         elapsed = self._ended - self._started
         training = pl_module.train_seconds if getattr(pl_module, "train_seconds", None) else elapsed
         self.epochs.append((training, step_cost(self._size, self.full_size), max(elapsed - training, 0.0)))
+        if self.measure_val_every and self.val_seconds is not None:
+            self._choose_val_every(training)
         if self.deadline is None or trainer.should_stop:
             return
         done = trainer.current_epoch + 1
         left_planned = trainer.fit_loop.max_epochs - done
         recent = self.epochs[1:][-3:] or self.epochs  # the first epoch pays one-time warm-up costs
         per_cost = sum(e[0] for e in recent) / max(sum(e[1] for e in recent), 1e-9)
-        val = sum(e[2] for e in recent) / len(recent)
+        val = self.val_seconds or 0.0
+        # Per epoch besides training: saving, and a validation pass every val_every epochs.
+        other = max(sum(e[2] for e in recent) / len(recent) - val, 0.0) + val / self.val_every
         # (3% margin on the epoch time: a re-fit is not undone by the next epoch's noise)
-        per_cost, val = per_cost * 1.03, val * 1.03
-        remaining = self.deadline - self.clock() - self.reserve(val)
+        per_cost, other, val = per_cost * 1.03, other * 1.03, val * 1.03
+        # (the last epoch is always validated)
+        remaining = self.deadline - self.clock() - self.reserve(val) - val * (1 - 1 / self.val_every)
         progress = self._progress(trainer, pl_module)
-        fit = self._epochs_that_fit(progress, per_cost, val, remaining, self.max_epochs - done)
+        fit = self._epochs_that_fit(progress, per_cost, other, remaining, self.max_epochs - done)
         # Shrink whenever the plan no longer fits; stretch by two epochs or more (one is within an epoch's
         # noise: measured, short epochs then flip between N and N+1) and only while the images still
         # grow (a late stretch would re-warp the annealing tail).
@@ -232,11 +271,24 @@ class TrainingClock(L.Callback):
         if fit < left_planned or stretch:
             self._refit(trainer, pl_module, done, fit, remaining)
 
-    def _epochs_that_fit(self, progress: float, per_cost: float, val: float, remaining: float, most: int) -> int:
+    def _choose_val_every(self, training: float) -> None:
+        """After the first epoch: validate every epoch if a pass costs <= VAL_SHARE of the training."""
+        self.measure_val_every = False
+        every = min(MAX_VAL_EVERY, max(1, math.ceil(self.val_seconds / max(VAL_SHARE * training, 1e-9))))
+        if every > 1:
+            self.val_every = every
+            note = (f"val_every={every} (a validation pass took {self.val_seconds:.1f} s, "
+                    f"{self.val_seconds / max(training, 1e-9):.0%} of an epoch's {training:.1f} s of training; "
+                    "the last epoch is always validated)")
+            self.notes.append(note)
+            log.info("auto: %s", note)
+
+    def _epochs_that_fit(self, progress: float, per_cost: float, other: float, remaining: float,
+                         most: int) -> int:
         best = 0
         for k in range(1, max(most, 0) + 1):
             sizes = [train_size(progress + (1 - progress) * j / k, self.start_size, self.full_size) for j in range(k)]
-            need = sum(step_cost(s, self.full_size) * per_cost + val for s in sizes)
+            need = sum(step_cost(s, self.full_size) * per_cost + other for s in sizes)
             if need > remaining:
                 break
             best = k

@@ -144,7 +144,12 @@ class TrainConfig:
     #: EMA decay of the weights (0 disables); validation and exports then use the averaged weights.
     ema: float | str = AUTO
     grad_clip: float = 0.0
-    #: Stop when ``monitor`` has not improved for this many epochs (0 disables).
+    #: Validate every this many epochs and after the last; ``auto``: every epoch while a validation pass
+    #: costs <= 10% of an epoch's training (measured in the first epoch), else as rarely as keeps it so
+    #: (at most every 5th); every epoch when early stopping is on.
+    val_every: int | str = AUTO
+    #: Stop when ``monitor`` has not improved for this many validations -- epochs, unless ``val_every`` is
+    #: set above 1 (0 disables).
     patience: int = 0
     monitor: str = "val/acc"
     #: ``auto`` (bf16 where the CPU or GPU supports it, else fp32), ``bf16``, ``fp16``, ``fp32``.
@@ -270,6 +275,7 @@ RANGES = {
     "train.ema": (0.0, 1.0, False, True),
     "train.grad_clip": (0.0, None, False, False),
     "train.patience": (0, None, False, False),
+    "train.val_every": (1, None, False, False),
     "train.devices": (1, None, False, False),
     "train.num_nodes": (1, None, False, False),
     "train.threads": (0, None, False, False),

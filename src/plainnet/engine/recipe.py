@@ -31,6 +31,10 @@ CPU_TRAIN_MACS_PER_S = 60e9
 #: Share of the time budget planned for validation, the final scoring and the report.
 RESERVE_SHARE = 0.05
 MIN_EPOCHS, MAX_EPOCHS = 5, 100
+#: When fewer epochs than this fit the budget at the automatic image size, photos train smaller (8 px at a
+#: time, down to MIN_BUDGET_SIZE): more epochs at a lower resolution, as FFCV's short ImageNet schedules do.
+ENOUGH_EPOCHS = 10
+MIN_BUDGET_SIZE = 64
 
 
 def _cpu_train_rate(m, image_size: int, num_classes: int, bf16: bool, cores: int) -> float:
@@ -106,6 +110,14 @@ def _measured_choice(rates: dict, default, margin: float = 1.1):
     return best if default not in rates or rates[best] > rates[default] * margin else default
 
 
+def _start_size(size: int) -> tuple[int, str]:
+    """Progressive resizing's first size for a run trained at ``size`` px: 2/3 of it, not below 64 px
+    (what was measured; fewer pixels leave a stride-32 network too little to see)."""
+    start = min(size, max(64, int(round(size * 2 / 3 / 8)) * 8))
+    return start, ("no progressive resizing" if start >= size else
+                   f"progressive resizing: {start} px growing to {size} px by 75% of training")
+
+
 def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
             spent_seconds: float = 0.0) -> tuple[RunConfig, list[str]]:
     """Return the config with no ``auto`` left, and one line per automatic choice.
@@ -129,6 +141,7 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     m = pick(m, "name", "repvgg_a0", "fast and accurate plain network; fuses to one 3x3 conv per layer")
 
     small = facts.typical_side <= 64
+    size_auto, start_auto = d.image_size == AUTO, d.start_size == AUTO
     if small:
         # Tiny images are upsampled 2x (8 px digits -> 16) so 3x3 convs see more than a few pixels.
         side = facts.typical_side * 2 if facts.typical_side < 16 else facts.typical_side
@@ -145,9 +158,8 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     # Progressive resizing for photos on a CPU trained at 64 px or more (below, 2/3 of the side leaves
     # too few pixels for a stride-16/32 network).
     resize = not (small or gpu) and int(d.image_size) >= 64
-    start = int(round(int(d.image_size) * 2 / 3 / 8)) * 8 if resize else int(d.image_size)
-    d = pick(d, "start_size", start, "no progressive resizing" if start >= int(d.image_size) else
-             f"progressive resizing: {start} px growing to {d.image_size} px by 75% of training")
+    d = pick(d, "start_size", *_start_size(int(d.image_size)) if resize else (int(d.image_size), "no "
+             "progressive resizing"))
     d = pick(d, "crop_ratio", 1.0 if small else 0.875, "no border to crop on tiny images" if small else "standard")
     a = pick(a, "preset", "crop", "random translation + horizontal flip")
     a = pick(a, "tta", "flips" if a.preset == "rot" else "hflip", "flip test-time augmentation")
@@ -217,12 +229,32 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
             # What is left of the whole command's budget for training: the data scan and the probe are
             # spent; ~5% stays for validation, the final scoring and the report (re-fitted while training).
             seconds = max(float(t.budget_minutes) * 60 * (1 - RESERVE_SHARE) - spent_seconds - probe_seconds, 0.0)
-            cost = mean_cost(int(d.start_size), int(d.image_size))
-            epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, seconds * rate / max(facts.num_train, 1) / cost)))
+            measured_at = int(d.image_size)  # the rate's image size
+
+            def fit(start: int, full: int) -> float:  # epochs that fit, training from `start` to `full` px
+                return seconds * rate / max(facts.num_train, 1) / mean_cost(start, full, measured_at)
+
+            full, start = measured_at, int(d.start_size)
+            if size_auto and resize and fit(start, full) < ENOUGH_EPOCHS:
+                while full > MIN_BUDGET_SIZE and fit(start, full) < ENOUGH_EPOCHS:
+                    full -= 8
+                    start = _start_size(full)[0] if start_auto else min(start, full)
+                final = full // int(m.output_stride)
+                notes[:] = [f"output_stride={m.output_stride} ({final}x{final} final feature map)"
+                            if n.startswith("output_stride=") else n
+                            for n in notes if not n.startswith(("image_size=", "start_size="))]
+                notes.append(f"image_size={full} ({fit(int(d.start_size), measured_at):.1f} epochs fit the budget "
+                             f"at {measured_at} px, {fit(start, full):.1f} at {full} px: fewer than {ENOUGH_EPOCHS} "
+                             "fit, so a lower resolution)")
+                if start_auto:
+                    notes.append("start_size={} ({})".format(*_start_size(full)))
+                d = replace(d, image_size=full, start_size=start)
+            cost = mean_cost(start, full, measured_at)
+            epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, fit(start, full))))
             why = (f"{t.budget_minutes:g} min budget: {seconds:.0f} s of training at ~{rate:.0f} img/s "
-                   f"({'measured' if rates else 'estimated'}) for {facts.num_train} images")
+                   f"({'measured' if rates else 'estimated'} at {measured_at} px) for {facts.num_train} images")
             if cost < 1:
-                why += f", {cost:.2f}x the cost per epoch while resizing"
+                why += f", {cost:.2f}x that cost per epoch at the sizes trained"
         t = pick(t, "epochs", epochs, why)
     warm = (0.25 if s.name == "onecycle" else 0.05) * int(t.epochs)
     s = pick(s, "warmup_epochs", max(2.0 if plain_vgg else 0.0, round(warm, 2)), "gradual start")

@@ -81,7 +81,8 @@ def step_cost(size: int, full: int) -> float:
     return FIXED_COST + (1 - FIXED_COST) * (size / full) ** 2
 
 
-def mean_cost(start: int, full: int, points: int = 200) -> float:
+def mean_cost(start: int, full: int, reference: int | None = None, points: int = 200) -> float:
     """Average time of a training step over a run resized from ``start`` to ``full``, relative to one at
-    the full size."""
-    return sum(step_cost(train_size((i + 0.5) / points, start, full), full) for i in range(points)) / points
+    ``reference`` pixels (default: the full size)."""
+    reference = reference or full
+    return sum(step_cost(train_size((i + 0.5) / points, start, full), reference) for i in range(points)) / points

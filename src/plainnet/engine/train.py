@@ -190,11 +190,14 @@ def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int)
     t = cfg.train
     callbacks = list(callbacks)
     # One rolling checkpoint, rewritten (atomically) after every epoch: what --resume continues from.
+    # (also after epochs that skip validation: TrainingClock decides that per epoch)
     callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                                     every_n_epochs=1, enable_version_counter=False))
+                                     every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True))
     if t.patience > 0:
         mode = "min" if t.monitor.endswith("loss") else "max"
-        callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience))
+        # Counted in validations, read when one has run (never a stale value from an earlier epoch).
+        callbacks.append(EarlyStopping(monitor=t.monitor, mode=mode, patience=t.patience,
+                                       check_on_train_epoch_end=False))
     if t.progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -362,6 +365,14 @@ def _record_failure(run_dir: Path, error: BaseException, seconds: float) -> None
         pass
 
 
+def _val_every(t) -> int | None:
+    """Validate every this many epochs (``None``: TrainingClock measures it); early stopping's patience
+    counts epochs, so with it ``auto`` validates every epoch."""
+    if t.val_every != AUTO:
+        return int(t.val_every)
+    return 1 if t.patience > 0 else None
+
+
 #: Seconds after training besides the held-out passes: last.pt, curves.png, results.json, the report's
 #: plots and files (~3 s for the potato run on a 2-core CPU).
 AFTER_TRAINING_SECONDS = 4.0
@@ -418,11 +429,15 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     held_out = (dm.num_images("val") + dm.num_images("test")) / max(dm.num_images("val"), 1)
     clock = TrainingClock(int(d.start_size), int(d.image_size), deadline=deadline, max_epochs=MAX_EPOCHS,
                           reserve=lambda val: 2 * val * 1.5 * views * held_out + AFTER_TRAINING_SECONDS,
-                          notes=notes)
+                          val_every=_val_every(cfg.train), notes=notes)
     trainer = _trainer(cfg, run_dir, [clock, guard, recorder], max_epochs=int(cfg.train.epochs))
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if cfg.train.val_every == AUTO:  # measured in the first epoch: config.yaml names every choice
+        cfg = replace(cfg, train=replace(cfg.train, val_every=clock.val_every))
+        if rank == 0:
+            save_config(cfg, run_dir / "config.yaml", notes)
 
     # Score the best weights on the held-out split(s), with and without test-time augmentation.
     final = {}
