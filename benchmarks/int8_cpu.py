@@ -64,7 +64,7 @@ def main() -> None:
     from plainnet.deploy.bench import Runner, make_runner, run_bench
     from plainnet.deploy.export import export_onnx
     from plainnet.deploy.quantize import QuantOptions, quantize_onnx
-    from plainnet.deploy.reparam import reparameterize
+    from plainnet.models.reparam import reparameterize
     from plainnet.evaluation.evaluate import load_eval_data
     from plainnet.evaluation.inference import load_inference_model, sample_images
 

@@ -76,7 +76,12 @@ def test_batch_indices_shard_shuffle_and_balance():
     assert 0.35 < drawn.float().mean() < 0.65  # ~half the draws from the 10% class
 
 
-def test_decode_cache_reuses_and_invalidates(tmp_path):
+def test_decode_cache_reuses_and_invalidates(tmp_path, monkeypatch):
+    import plainnet.data.cache as cache_module
+
+    decoded = []  # every file the cache decodes
+    real_load = cache_module.load_rgb_array
+    monkeypatch.setattr(cache_module, "load_rgb_array", lambda path, *a, **k: decoded.append(path) or real_load(path, *a, **k))
     folder = tmp_path / "imgs"
     folder.mkdir()
     samples = []
@@ -92,15 +97,16 @@ def test_decode_cache_reuses_and_invalidates(tmp_path):
     assert first.bad[0][0].endswith("bad.png")
     assert int(first.pixels[2, 0, 0, 0]) == 120
     assert len(list(cache.glob("*.npy"))) == 1 and not list(cache.glob(".building-*"))
+    assert len(decoded) == 5
     second = decode_samples(samples, 16, cache_dir=cache)
-    assert second.path == first.path  # same files and size: memory-mapped, not decoded again
+    assert second.path == first.path and len(decoded) == 5  # same files and size: memory-mapped, nothing decoded
     images, labels = second.tensors()
     assert images.shape == (4, 3, 16, 16) and labels.tolist() == [0, 1, 0, 1]
     # A changed file (content and mtime) or another size builds a new cache.
     Image.fromarray(np.full((20, 30, 3), 255, np.uint8)).save(samples[0].path)
     os.utime(samples[0].path, ns=(time.time_ns(), time.time_ns() + 10**9))
     third = decode_samples(samples, 16, cache_dir=cache)
-    assert third.path != first.path and int(third.pixels[0, 0, 0, 0]) == 255
+    assert third.path != first.path and int(third.pixels[0, 0, 0, 0]) == 255 and len(decoded) == 10
     assert decode_samples(samples, 8, cache_dir=cache).pixels.shape[1] == 8
 
 
@@ -112,3 +118,39 @@ def test_every_preset_produces_the_output_size(preset):
         assert center_crop(x, 32).shape == (3, 3, 32, 32)
     else:
         assert aug(x, 32, torch.Generator().manual_seed(0)).shape == (3, 3, 32, 32)
+
+
+def test_streamed_and_in_memory_data_go_through_one_augmentation_path(tmp_path, datasets_dir):
+    """Workers only decode; the batched augmenter augments both modes, so every option (here a rotation)
+    applies when streaming too, and evaluation input is the same either way."""
+    from _util import potato_subset
+    from plainnet.config import AugmentConfig
+    from plainnet.data.datamodule import ImageDataModule
+    from plainnet.data.folder import load_splits
+    from plainnet.data.preprocess import Preprocess
+
+    splits = load_splits(potato_subset(tmp_path / "potato", datasets_dir, 4), val_fraction=0.5, seed=0)
+    preprocess = Preprocess(32, 0.875, (0.5,) * 3, (0.25,) * 3)
+    modules = {}
+    for cache in ("memory", "stream"):
+        dm = ImageDataModule(splits, preprocess, AugmentConfig(preset="crop", rotate=90.0), batch_size=6, cache=cache,
+                             cache_dir=str(tmp_path / "cache"))
+        dm.prepare_data()
+        dm.setup("fit")
+        modules[cache] = dm
+    memory, stream = modules["memory"], modules["stream"]
+    assert stream.geometric is memory.geometric or stream.geometric == memory.geometric
+    assert stream.geometric.degrees == 90.0  # the streaming path no longer drops --augment.rotate
+    for (xm, ym), (xs, ys) in zip(memory.eval_batches("val", 6), stream.eval_batches("val", 6)):
+        torch.testing.assert_close(xs, xm)
+        assert torch.equal(ys, ym)
+    # a streamed training batch is the stored-size images, augmented like an in-memory batch with that seed
+    images, labels = next(iter(stream.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape[-1] == stream.side
+    stream.trainer = memory.trainer = type("T", (), {"training": True})()
+    for dm in (stream, memory):
+        dm.process = (lambda f: (lambda x, training, seed=None: f(x, training, seed=7)))(dm.process)
+    x_stream, _ = stream.on_after_batch_transfer((images, labels), 0)
+    x_memory, _ = memory.on_after_batch_transfer((images, labels, torch.tensor(7)), 0)
+    torch.testing.assert_close(x_stream, x_memory)
+    assert not torch.allclose(x_stream, memory.process(images, training=False))  # it was augmented

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from plainnet.engine.config import RunConfig, apply_overrides, load_config, parse_override_args
+from plainnet.config import RunConfig, apply_overrides, load_config, parse_override_args
 from plainnet.engine.recipe import DataFacts, Machine, resolve
 from plainnet.errors import ConfigError
 
@@ -168,3 +168,14 @@ def test_the_probe_times_real_training_steps():
     rates = measure_train_rates("repvgg_a0", 8, 16, 3, 4, ("fp32", "bf16"), (True, False), seconds=0.05)
     assert set(rates) == {("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)}
     assert all(r > 0 for r in rates.values())
+
+
+def test_each_choice_is_declared_once_and_every_implementation_covers_it():
+    from plainnet.config import CHOICES
+    from plainnet.data.augment import PRESETS, TTA_MODES
+    from plainnet.models.vgg import HEADS
+
+    assert tuple(PRESETS) == CHOICES["augment.preset"]  # a preset for every name the config accepts
+    assert TTA_MODES is CHOICES["augment.tta"] and set(HEADS) | {""} == set(CHOICES["model.head"])
+    with pytest.raises(ConfigError, match="augment.preset"):
+        apply_overrides(RunConfig(), {"augment.preset": "rotate"})

@@ -192,7 +192,34 @@ def test_bench_runners_in_process():
     model, name = resolve_model("vgg11_bn")
     runner = make_runner(model, name, "eager", "fp32", 1, 32)
     (row,) = run_bench([runner], rounds=1, min_seconds=0.01)
-    assert row.calls >= 1 and row.gflops > 0 and name == "vgg11_bn"
+    assert row.calls >= 1 and name == "vgg11_bn"
+    assert row.macs == plainnet.summarize(model, 32).macs and row.params == plainnet.summarize(model, 32).params
+
+
+def test_bench_statistics_interleave_runners_and_follow_their_call_times(monkeypatch):
+    """With a fake clock: runner a takes 2 ms a call (one 10 ms outlier), b 8 ms; rounds alternate them."""
+    from plainnet.deploy import bench
+
+    now, order = [0.0], []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+
+    def call(name, durations):
+        calls = iter(durations)
+
+        def fn():
+            order.append(name)
+            now[0] += next(calls)
+        return fn
+
+    a = bench.Runner("a", "eager", "fp32", 4, call("a", [0.002] * 9 + [0.010] + [0.002] * 90), macs=10**9, params=7)
+    b = bench.Runner("b", "eager", "fp32", 4, call("b", [0.008] * 100), macs=10**9, params=7)
+    rows = {r.model: r for r in bench.run_bench([a, b], rounds=3, min_seconds=0.02)}
+    assert order[:10] == ["a"] * 10 and order[10:13] == ["b"] * 3 and order[13] == "a"  # round by round
+    assert rows["a"].calls == 30 and rows["b"].calls == 9
+    assert rows["a"].p50_ms == pytest.approx(2.0) and rows["b"].p50_ms == pytest.approx(8.0)
+    assert rows["a"].p90_ms == pytest.approx(2.0) and max(a.times) == pytest.approx(0.010)  # the outlier is not p50
+    assert rows["a"].images_per_s == pytest.approx(4 / 0.002) and rows["b"].images_per_s == pytest.approx(4 / 0.008)
+    assert rows["a"].gflops == pytest.approx(2 * 10**9 * 4 / 0.002 / 1e9)  # multiply-adds count twice
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine; the GPU path is "

@@ -58,6 +58,13 @@ def test_metrics_agree_with_a_direct_computation(run, tmp_path):
     assert (result.out_dir / "misclassified.png").is_file() == (m["misclassified"] > 0)
     rows = list(csv.DictReader((result.out_dir / "predictions.csv").open()))
     assert len(rows) == 36 and sum(int(r["correct"]) for r in rows) == round(m["top1"] * 36)
+    # The truth comes from the files themselves: each image's class folder, and the 12 held-out images
+    # per class that the run's split.json set aside -- not from the loader under test.
+    held_out = {rel for rel, _ in json.loads((run / "split.json").read_text())["val"]}
+    assert {f"{Path(r['image']).parent.name}/{Path(r['image']).name}" for r in rows} == held_out
+    assert all(r["true"] == Path(r["image"]).parent.name for r in rows)
+    assert sorted(Path(r["image"]).parent.name for r in rows) == sorted(model.classes * 12)
+    assert [model.classes[i] for i in ev.labels] == [Path(n).parent.name for n in ev.names]
 
 
 def test_fused_model_evaluates_like_the_training_form(run, tmp_path):

@@ -270,8 +270,9 @@ def test_a_run_out_of_time_refits_its_schedule_and_stops_in_time(tmp_path, datas
 
 def test_progressive_resizing_trains_on_smaller_batches_of_the_same_view():
     from plainnet.data.cifar import ArrayDataset
-    from plainnet.data.datamodule import ImageDataModule, Preprocess
-    from plainnet.engine.config import AugmentConfig
+    from plainnet.data.datamodule import ImageDataModule
+    from plainnet.data.preprocess import Preprocess
+    from plainnet.config import AugmentConfig
 
     ramp = np.linspace(0, 1, 40)  # smooth images (ramps), so any fair 2x downscale agrees with 2x2 means
     images = np.stack([np.stack([np.add.outer(ramp * (1 + i % 3), ramp * c) for c in range(3)], -1)

@@ -15,7 +15,6 @@ from plainnet import create_model, load_model, load_weights, reparameterize, sav
 from plainnet.errors import WeightsError
 from plainnet.models import is_deployed
 
-timm = pytest.importorskip("timm", reason="timm is a test dependency ([test] extra); install it to run these")
 
 # The official RepVGG repository's names for timm's tensors (DESIGN.md), written out independently of
 # plainnet's converter so the test checks it rather than mirrors it.
@@ -44,14 +43,20 @@ def to_official(sd):
     return out
 
 
-def timm_model(name):
+@pytest.fixture(scope="module")
+def timm():
+    """Only the tests comparing with timm need it (a [test] dependency); the others run without it."""
+    return pytest.importorskip("timm", reason="timm is a test dependency ([test] extra); install it to run these")
+
+
+def timm_model(timm, name):
     torch.manual_seed(0)
     return randomize_bn_(timm.create_model(name, pretrained=False, num_classes=7), torch.randn(4, 3, 64, 64)).eval()
 
 
 @pytest.mark.parametrize("name", ["repvgg_a0", "repvgg_b1g4", "repvgg_d2se"])
-def test_timm_and_official_checkpoints_give_identical_outputs(name):
-    ref = timm_model(name)
+def test_timm_and_official_checkpoints_give_identical_outputs(timm, name):
+    ref = timm_model(timm, name)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = ref(x)
@@ -192,7 +197,7 @@ def test_pretrained_from_hub_cache_with_new_head(tmp_path, monkeypatch):
 
 
 def test_an_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from plainnet.models.weights import atomic_torch_save
+    from plainnet.files import atomic_torch_save
 
     path = tmp_path / "last.ckpt"
     atomic_torch_save({"epoch": 1, "w": torch.ones(3)}, path)

@@ -19,14 +19,14 @@ _EXPORTS = {
     "load_weights": "plainnet.models",
     "save_checkpoint": "plainnet.models",
     "summarize": "plainnet.models",
-    "reparameterize": "plainnet.deploy.reparam",
-    "verify_equivalence": "plainnet.deploy.reparam",
+    "reparameterize": "plainnet.models.reparam",
+    "verify_equivalence": "plainnet.models.reparam",
     "PlainnetError": "plainnet.errors",
     "train": "plainnet.engine.train",
     "evaluate": "plainnet.evaluation.evaluate",
     "build_report": "plainnet.evaluation.report",
     "load_inference_model": "plainnet.evaluation.inference",
-    "RunConfig": "plainnet.engine.config",
+    "RunConfig": "plainnet.config",
 }
 
 __all__ = [
@@ -62,8 +62,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .deploy.reparam import reparameterize, verify_equivalence
-    from .engine.config import RunConfig
+    from .models.reparam import reparameterize, verify_equivalence
+    from .config import RunConfig
     from .engine.train import train
     from .evaluation.evaluate import evaluate
     from .evaluation.inference import load_inference_model

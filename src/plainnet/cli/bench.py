@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import time
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from ._common import console
-
-REFERENCES = ["torchvision.resnet18", "torchvision.resnet34", "torchvision.resnet50", "torchvision.vgg16"]
+from ._common import console, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -40,30 +35,16 @@ def bench_command(
     """Warm-up, interleaved rounds, p50/p90 latency, throughput, params, MACs and achieved GFLOP/s."""
     import torch
 
-    from ..deploy.bench import make_runner, plot_bench, resolve_model, run_bench
-    from ._common import err_console, fail
+    from ..deploy.bench import REFERENCES, bench_models, fastest
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail("--device cuda: no CUDA device on this machine")
     if threads:
         torch.set_num_threads(threads)
     specs = list(models) + ([r for r in REFERENCES if r not in models] if refs else [])
-    runners, skipped = [], []
-    for spec in specs:
-        model, name = resolve_model(spec)
-        for be in _csv_list(backend):
-            for dt in _csv_list(dtype):
-                for b in (int(v) for v in _csv_list(batch)):
-                    try:
-                        runners.append(make_runner(model, name, be, dt, b, size, device))
-                    except ValueError as e:
-                        skipped.append(f"{name} {be} {dt}: {e}")
-    for note in sorted(set(skipped)):
+    rows, skipped, out = bench_models(specs, batches=[int(b) for b in _csv_list(batch)], size=size,
+                                      backends=_csv_list(backend), dtypes=_csv_list(dtype), device=device,
+                                      rounds=rounds, seconds=seconds, out=out)
+    for note in skipped:
         err_console.print(f"[yellow]skipped[/] {note}")
-    if not runners:
-        fail("nothing to run with these options")
-    rows = run_bench(runners, rounds=rounds, min_seconds=seconds)
-
     table = Table(title=f"{size}x{size}, {torch.get_num_threads()} threads, {device}, {rounds} interleaved rounds")
     for col in ("model", "backend", "dtype", "batch", "p50 ms", "p90 ms", "img/s", "GFLOP/s", "params", "GMACs"):
         table.add_column(col, justify="left" if col in ("model", "backend", "dtype") else "right")
@@ -71,24 +52,7 @@ def bench_command(
         table.add_row(r.model, r.backend, r.dtype, str(r.batch), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
                       f"{r.images_per_s:.1f}", f"{r.gflops:.0f}", f"{r.params / 1e6:.1f}M", f"{r.macs / 1e9:.2f}")
     console.print(table)
-    for (model, b), group in _by_model_and_batch(rows).items():
-        if len(group) > 1:
-            top, slow = max(group, key=lambda r: r.images_per_s), min(group, key=lambda r: r.images_per_s)
-            console.print(f"fastest for {model} at batch {b}: [bold]{top.backend} {top.dtype}[/] "
-                          f"({top.images_per_s / slow.images_per_s:.2f}x the slowest, {slow.backend} {slow.dtype})")
-    out = out or Path(f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps([r.as_dict() for r in rows], indent=1))
-    with (out / "bench.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].as_dict()))
-        w.writeheader()
-        w.writerows(r.as_dict() for r in rows)
-    plot_bench(rows, out / "bench.png")
+    for top, slow in fastest(rows):
+        console.print(f"fastest for {top.model} at batch {top.batch}: [bold]{top.backend} {top.dtype}[/] "
+                      f"({top.images_per_s / slow.images_per_s:.2f}x the slowest, {slow.backend} {slow.dtype})")
     console.print(f"written to [bold]{out}[/]: bench.csv, bench.json, bench.png")
-
-
-def _by_model_and_batch(rows) -> dict:
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault((r.model, r.batch), []).append(r)
-    return groups

@@ -26,9 +26,9 @@ def distill_command(
 ) -> None:
     """Train a student with knowledge distillation: KL at temperature T to the teacher's outputs plus
     cross-entropy with the labels, through the usual training engine (--section.key overrides apply)."""
-    from ..engine.config import parse_override_args
+    from ..config import parse_override_args
     from ..engine.train import train
-    from .train import print_result, write_report
+    from ._common import print_result, write_report
 
     quiet_lightning()
     overrides = {"data.path": data, "model.name": student, "distill.teacher": str(teacher),

@@ -27,6 +27,7 @@ def eval_command(
     """Score MODEL on labelled images: top-1/top-5, loss, per-class precision/recall/F1, balanced
     accuracy, macro-F1, calibration error, confusion matrix, misclassified images, Grad-CAM."""
     from ..evaluation.evaluate import evaluate
+    from ..run_dir import EvalDir
     from ._common import fail
 
     if split not in (None, "val", "test", "all"):
@@ -60,5 +61,5 @@ def eval_command(
         per_class.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                           str(row["support"]))
     console.print(per_class)
-    console.print(f"written to [bold]{result.out_dir}[/]: metrics.json, per_class.csv, confusion.csv/png, "
-                  "predictions.csv, misclassified.png" + (", gradcam.png" if (result.out_dir / "gradcam.png").exists() else ""))
+    console.print(f"written to [bold]{result.out_dir}[/]: "
+                  + ", ".join(p.name for p in EvalDir(result.out_dir).written()))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, quiet_lightning
+from ._common import print_result, quiet_lightning, write_report
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,7 @@ def train_command(
 ) -> None:
     """Train with an automatic recipe; any option can be overridden as --section.key VALUE
     (e.g. --optim.lr 0.05 --train.patience 5 --augment.preset rot)."""
-    from ..engine.config import parse_override_args
+    from ..config import parse_override_args
     from ..engine.train import train
 
     quiet_lightning(verbose)
@@ -56,34 +56,3 @@ def train_command(
     if int(os.environ.get("RANK", "0")) == 0:
         print_result(result)
         write_report(result.run_dir)
-
-
-def write_report(run_dir) -> None:
-    """The run's HTML report; a problem there is a warning, never a failed training run."""
-    import logging
-
-    from ..evaluation.report import build_report
-
-    try:
-        console.print(f"report: [bold]{build_report(run_dir)}[/]")
-    except Exception as e:  # noqa: BLE001
-        logging.getLogger("plainnet").warning("could not write report.html: %s", e)
-
-
-def print_result(result) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"run {result.run_dir}", show_header=False)
-    table.add_column(justify="left", style="bold")
-    table.add_column(justify="right")
-    table.add_row("model", str(result.config.model.name))
-    table.add_row("epochs run", str(result.epochs_run))
-    table.add_row(f"best {result.config.train.monitor}", f"{result.best_metric:.4f} (epoch {result.best_epoch + 1})")
-    for split, scores in result.final.items():
-        for key, value in scores.items():
-            if key != "images":
-                table.add_row(f"{split} {key}", f"{value:.4f}")
-        table.add_row(f"{split} images", str(scores["images"]))
-    table.add_row("time", f"{result.seconds / 60:.1f} min")
-    table.add_row("best checkpoint", str(result.best_checkpoint))
-    console.print(table)

@@ -23,12 +23,13 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..run_dir import RunDir
 
 __all__ = ["MethodRow", "CompressResult", "compress", "DEFAULT_METHODS"]
 
@@ -61,17 +62,11 @@ class CompressResult:
 
 
 def _fused_summary(model: nn.Module, size: int) -> tuple[int, int]:
-    from ..deploy.reparam import reparameterize
     from ..models import summarize
+    from ..models.reparam import reparameterize
 
     s = summarize(reparameterize(model), size)
     return s.params, s.macs
-
-
-def _accuracy(fn: Callable, batches, labels: torch.Tensor) -> float:
-    with torch.no_grad():
-        pred = torch.cat([torch.as_tensor(fn(x)).float().argmax(1) for x in batches])
-    return (pred == labels).float().mean().item()
 
 
 def _load_backbone(model: nn.Module, state: dict) -> None:
@@ -87,7 +82,7 @@ def _load_backbone(model: nn.Module, state: dict) -> None:
 def _clear_previous_runs(runs: Path) -> None:
     """A repeated ``compress`` replaces its earlier fine-tuning runs; a folder holding anything but
     plainnet runs is left alone (and the first clashing run name then fails with a clear error)."""
-    if runs.is_dir() and all((child / "config.yaml").is_file() for child in runs.iterdir()):
+    if runs.is_dir() and all(RunDir.is_run(child) for child in runs.iterdir()):
         shutil.rmtree(runs)
 
 
@@ -96,26 +91,25 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
              data: str | None = None, rounds: int = 5, min_seconds: float = 0.3) -> CompressResult:
     """Apply ``methods`` to the best model of ``run_dir`` and measure everything side by side (latency:
     ``rounds`` interleaved rounds, each timing every model for about ``min_seconds``)."""
-    import yaml
-
-    from ..deploy.bench import Runner, make_runner, run_bench
+    from ..deploy.bench import Runner, file_runner, make_runner, run_bench
     from ..deploy.export import export_onnx
     from ..deploy.quantize import quantize_onnx
-    from ..deploy.reparam import reparameterize, verify_equivalence
-    from ..engine.train import train
     from ..evaluation.evaluate import load_eval_data
     from ..evaluation.inference import load_inference_model, sample_images
+    from ..evaluation.metrics import accuracy
     from ..models import create_model, load_model, save_checkpoint
-    from ..models.weights import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
+    from ..models.reparam import reparameterize, verify_equivalence
+    from .finetune import finetune
     from .prune import structured_prune, unstructured_prune, weight_sparsity
 
-    run_dir = Path(run_dir)
+    run_dir, run = Path(run_dir), RunDir(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "compress"
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous_runs(out / "runs")
     loaded = load_inference_model(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    data = data or config["data"]["path"]
+    config = run.config()
+    data = data or config.data.path
     size = loaded.preprocess.image_size
     base = load_model(loaded.source)
     name = base.arch["name"]
@@ -123,7 +117,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
     payload_meta = {k: v for k, v in load_checkpoint(loaded.source).items()
                     if k in ("classes", "preprocess", "config")}
 
-    ev = load_eval_data(loaded, None if data == config["data"]["path"] else data)
+    ev = load_eval_data(loaded, None if data == config.data.path else data)
     eval_batches = [loaded.prepare(ev.images[i : i + 64]) for i in range(0, len(ev.labels), 64)]
     calibration = sample_images(loaded, n=256, split="train")
     example = calibration[:2] if len(calibration) else torch.randn(2, 3, size, size)
@@ -136,7 +130,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
         fused = reparameterize(model).float()
         path = save_checkpoint(fused, out / f"{method.replace(':', '-')}.pt", **payload_meta)
         params, macs = _fused_summary(model, size)
-        acc = _accuracy(fused, eval_batches, ev.labels)
+        acc = accuracy(fused, eval_batches, ev.labels)
         rows.append(MethodRow(method, params, macs, path.stat().st_size, acc, seconds, note=note, artifact=str(path)))
         runners[method] = [make_runner(fused, method, "eager", "fp32", b, size) for b in (1, 16)]
 
@@ -149,29 +143,16 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
         fp32.unlink()
         session = load_inference_model(q)
         params, macs = _fused_summary(model, size)
-        acc = _accuracy(session, eval_batches, ev.labels)
+        acc = accuracy(session, eval_batches, ev.labels)
         rows.append(MethodRow(method, params, macs, q.stat().st_size, acc, seconds,
                               note="onnxruntime int8 (QDQ, per-channel)", artifact=str(q)))
-        runs = []
-        for b in (1, 16):
-            x = torch.randn(b, 3, size, size).numpy()
-            feed = {session.session.get_inputs()[0].name: x}
-            call = (lambda feed=feed: session.session.run(None, feed))
-            call()
-            runs.append(Runner(method, "onnxruntime", "int8", b, call, macs, params))
-        runners[method] = runs
+        runners[method] = [file_runner(method, session, "onnxruntime", "int8", b, macs=macs, params=params)
+                           for b in (1, 16)]
 
-    def finetune(model: nn.Module, tag: str, epochs: int, teacher: bool = False, from_scratch: bool = False) -> tuple[nn.Module, float]:
-        overrides = {"train.epochs": str(epochs), "train.runs_dir": str(out / "runs"), "train.name": tag,
-                     "train.progress": "false", "data.path": data}
-        if not from_scratch:  # fine-tuning: a gentle schedule from a good starting point
-            overrides.update({"optim.lr": str(float(config["optim"]["lr"]) * 0.1), "schedule.name": "cosine",
-                              "schedule.warmup_epochs": "0"})
-        if teacher:  # the teacher's soft targets replace label smoothing
-            overrides.update({"distill.teacher": str(loaded.source), "train.label_smoothing": "0.0"})
-        cfg_path = run_dir / "config.yaml"
+    def tune(model: nn.Module, tag: str, epochs: int, teacher: bool = False, from_scratch: bool = False) -> tuple[nn.Module, float]:
         t0 = time.perf_counter()
-        result = train(cfg_path, overrides=overrides, model_instance=model)
+        result = finetune(model, run, epochs=epochs, runs_dir=out / "runs", name=tag, data=data, progress=False,
+                          teacher=loaded.source if teacher else None, from_scratch=from_scratch)
         return load_model(result.best_checkpoint), time.perf_counter() - t0
 
     torch_row("base", base, 0.0, "the trained model, fused")
@@ -184,14 +165,14 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
             pruned_method = f"prune:{arg.split('+')[0]}"
             source = next((r for r in rows if r.method == pruned_method), None)
             if source is None:
-                pruned, secs = finetune(structured_prune(copy.deepcopy(base).train(), ratio, example), pruned_method, finetune_epochs)
+                pruned, secs = tune(structured_prune(copy.deepcopy(base).train(), ratio, example), pruned_method, finetune_epochs)
             else:
                 pruned, secs = load_model(source.artifact), source.train_seconds
             int8_row(method, pruned, secs)
         elif kind == "prune":
             ratio = float(arg)
             pruned = structured_prune(copy.deepcopy(base).train(), ratio, example)
-            tuned, secs = finetune(pruned, method.replace(":", "-"), finetune_epochs)
+            tuned, secs = tune(pruned, method.replace(":", "-"), finetune_epochs)
             verify_equivalence(tuned, reparameterize(tuned), example)  # pruned RepVGG still fuses exactly
             torch_row(method, tuned, secs, f"{ratio:.0%} of channels removed, fine-tuned {finetune_epochs} epochs")
         elif kind == "unstructured":
@@ -204,11 +185,11 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
         elif kind == "distill":
             if arg:
                 student = create_model(arg, num_classes=len(loaded.classes),
-                                       output_stride=int(config["model"]["output_stride"]))
+                                       output_stride=int(config.model.output_stride))
                 label = arg
             elif is_vgg:
                 student = create_model("repvgg_a0", num_classes=len(loaded.classes),
-                                       output_stride=int(config["model"]["output_stride"]))
+                                       output_stride=int(config.model.output_stride))
                 label = "repvgg_a0"
             else:  # the 50%-pruned architecture, freshly initialized
                 student = structured_prune(copy.deepcopy(base).train(), 0.5, example)
@@ -216,7 +197,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
                     if hasattr(m, "reset_parameters") and m is not student:
                         m.reset_parameters()
                 label = f"{name} with 50% of channels"
-            trained, secs = finetune(student, "distill", distill_epochs, teacher=True, from_scratch=True)
+            trained, secs = tune(student, "distill", distill_epochs, teacher=True, from_scratch=True)
             torch_row(method, trained, secs, f"student {label}, KD from the base, {distill_epochs} epochs")
         elif kind in ("slim-head", "gap-head", "dws"):
             if not is_vgg:
@@ -224,15 +205,15 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
                 continue
             if kind == "dws":
                 student = create_model("vgg16_dws", num_classes=len(loaded.classes), head="gap",
-                                       output_stride=int(config["model"]["output_stride"]))
-                trained, secs = finetune(student, "dws", distill_epochs, teacher=True, from_scratch=True)
+                                       output_stride=int(config.model.output_stride))
+                trained, secs = tune(student, "dws", distill_epochs, teacher=True, from_scratch=True)
                 torch_row(method, trained, secs, f"depthwise-separable VGG-16, KD from the base, {distill_epochs} epochs")
             else:
                 head = kind.split("-")[0]
                 new = create_model(name, num_classes=len(loaded.classes), head=head,
-                                   output_stride=int(config["model"]["output_stride"]))
+                                   output_stride=int(config.model.output_stride))
                 _load_backbone(new, base.state_dict())
-                tuned, secs = finetune(new, kind, finetune_epochs)
+                tuned, secs = tune(new, kind, finetune_epochs)
                 torch_row(method, tuned, secs, f"{head} head on the base's convolutions, fine-tuned {finetune_epochs} epochs")
         else:
             skipped.append(f"{method}: unknown method")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config import CHOICES
+
 __all__ = ["GeometricAugment", "PRESETS", "TTA_MODES", "tta_views", "center_crop", "normalize",
            "resize_center_crop", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -124,7 +126,7 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
-TTA_MODES = ("none", "hflip", "flips")
+TTA_MODES = CHOICES["augment.tta"]
 
 
 def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:

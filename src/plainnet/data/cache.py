@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_write_text
 from .folder import Sample
 from .images import MIN_SIDE, BadImageError, load_rgb_array
 
@@ -116,11 +117,8 @@ def _build(samples, side, array_path: Path, manifest_path: Path, threads: int | 
         pixels.flush()
         del pixels
         os.replace(tmp_array, array_path)
-        # one temporary name per process: DDP processes may build the same cache at once
-        tmp_manifest = manifest_path.with_name(f".{manifest_path.name}.{os.getpid()}.tmp")
-        tmp_manifest.write_text(json.dumps({"version": CACHE_VERSION, "side": side, "count": len(samples),
-                                            "bad": bad}))
-        os.replace(tmp_manifest, manifest_path)
+        atomic_write_text(manifest_path, json.dumps({"version": CACHE_VERSION, "side": side, "count": len(samples),
+                                                     "bad": bad}))
     finally:
         Path(tmp_array).unlink(missing_ok=True)
     log.info("decoded %d images to %d px in %.1f s -> %s", len(samples), side, time.perf_counter() - t0,

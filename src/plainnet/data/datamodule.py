@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -22,36 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from .augment import PRESETS, center_crop, normalize, resize_center_crop
 from .cifar import ArrayDataset
 from .folder import Sample, Splits
+from .preprocess import Preprocess
 
 __all__ = ["Preprocess", "ImageDataModule"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """What an image goes through before the model; saved with every checkpoint and export."""
-
-    image_size: int
-    crop_ratio: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @property
-    def resize_to(self) -> int:
-        """Shorter side before the center crop."""
-        return round(self.image_size / self.crop_ratio)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(int(d["image_size"]), float(d["crop_ratio"]), tuple(d["mean"]), tuple(d["std"]))
 
 
 class _BatchIndices(Sampler):
@@ -102,22 +81,24 @@ class _TensorBatches(Dataset):
 
 
 class _FileImages(Dataset):
-    """Streaming dataset: decode + per-image transforms in DataLoader workers. A file that fails to
-    decode despite the up-front check is replaced by the next good one, with a warning."""
+    """Streaming dataset: DataLoader workers only decode, to the stored size (shorter side resized,
+    center-cropped square: what the decode cache holds), and the batches are augmented like in-memory ones.
+    A file that fails to decode despite the up-front check is replaced by the next good one, with a warning."""
 
-    def __init__(self, samples: tuple[Sample, ...], transform) -> None:
-        self.samples, self.transform = samples, transform
+    def __init__(self, samples: tuple[Sample, ...], side: int) -> None:
+        self.samples, self.side = samples, side
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        from .images import BadImageError, load_rgb
+        from .images import MIN_SIDE, BadImageError, load_rgb_array
 
         for k in range(len(self.samples)):
             s = self.samples[(i + k) % len(self.samples)]
             try:
-                return self.transform(load_rgb(s.path)), s.label
+                pixels = load_rgb_array(s.path, self.side, smallest=MIN_SIDE)
+                return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1), s.label
             except BadImageError as e:
                 log.warning("skipping unreadable image %s", e)
         raise DataError("no readable image left in the dataset")
@@ -130,7 +111,7 @@ class ImageDataModule(L.LightningDataModule):
         source: :class:`~plainnet.data.folder.Splits` (files) or an in-memory
             :class:`~plainnet.data.cifar.ArrayDataset`, whose test arrays serve as the validation split.
         preprocess: evaluation preprocessing; ``mean``/``std`` may be filled from the data in ``setup``.
-        augment: an :class:`~plainnet.engine.config.AugmentConfig`.
+        augment: an :class:`~plainnet.config.AugmentConfig`.
         cache: ``memory`` or ``stream`` (files only).
         balance: ``sampler`` draws training batches with class-balanced probabilities.
         normalize_from_data: compute mean/std from the training images instead of ImageNet's.
@@ -149,9 +130,7 @@ class ImageDataModule(L.LightningDataModule):
         self.bad_files: list[tuple[str, str]] = []
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._stream: dict[str, tuple[Sample, ...]] = {}
-        if augment.preset not in PRESETS:
-            raise ConfigError(f"augment.preset must be one of {', '.join(PRESETS)}, got {augment.preset!r}")
-        self.geometric = PRESETS[augment.preset]
+        self.geometric = PRESETS[augment.preset]  # (the config checked the name)
         if self.geometric is not None and augment.rotate:
             self.geometric = replace(self.geometric, degrees=float(augment.rotate))
         if self.geometric is not None and self.geometric.scale is None and self.side == preprocess.image_size:
@@ -304,33 +283,14 @@ class ImageDataModule(L.LightningDataModule):
                                 world=world, weights=weights, drop_last=train and len(labels) > self.batch_size)
         return DataLoader(_TensorBatches(images, labels), sampler=sampler, batch_size=None, num_workers=0)
 
-    def _stream_loader(self, split: str, train: bool) -> DataLoader:
+    def _stream_loader(self, split: str, train: bool, batch_size: int | None = None) -> DataLoader:
         from torch.utils.data.distributed import DistributedSampler
 
-        dataset = _FileImages(self._stream[split], self._stream_transform(train))
+        dataset = _FileImages(self._stream[split], self.side)
         rank, world = self._rank_world()
         sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=self.seed, drop_last=train)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
-                          persistent_workers=self.workers > 0, drop_last=train)
-
-    def _stream_transform(self, train: bool):
-        from torchvision.transforms import v2
-
-        size, p = self.preprocess.image_size, self.preprocess
-        base = [v2.PILToTensor()]
-        if not train or self.geometric is None:
-            return v2.Compose([v2.Resize(p.resize_to, antialias=True), v2.CenterCrop(size), *base])
-        g = self.geometric
-        crop = (v2.RandomResizedCrop(size, scale=g.scale, ratio=g.ratio, antialias=True) if g.scale
-                else v2.Compose([v2.Resize(p.resize_to, antialias=True), v2.RandomCrop(size)]))
-        ops = [crop]
-        if g.hflip:
-            ops.append(v2.RandomHorizontalFlip())
-        if g.vflip:
-            ops.append(v2.RandomVerticalFlip())
-        if g.rot90:
-            ops.append(v2.RandomChoice([v2.RandomRotation((0, 0)), v2.RandomRotation((90, 90))]))
-        return v2.Compose([*ops, *base])
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler,
+                          num_workers=self.workers, persistent_workers=self.workers > 0 and train, drop_last=train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
@@ -358,9 +318,7 @@ class ImageDataModule(L.LightningDataModule):
     def eval_batches(self, split: str, batch_size: int = 128):
         """``(normalized input, labels)`` batches of a split, without augmentation, in either mode."""
         if self.cache == "stream" and isinstance(self.source, Splits):
-            loader = DataLoader(_FileImages(self._stream[split], self._stream_transform(False)),
-                                batch_size=batch_size, num_workers=self.workers)
-            for images, labels in loader:
+            for images, labels in self._stream_loader(split, False, batch_size):
                 yield self.process(images, training=False), labels
             return
         images, labels = self.eval_tensors(split)
@@ -375,12 +333,9 @@ class ImageDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ on-device batch processing
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         training = self.trainer is not None and self.trainer.training
-        if len(batch) == 3:  # in memory: uint8 at the stored size, plus the batch's augmentation seed
-            images, labels, seed = batch
-            x = self.process(images, training, seed=int(seed))
-        else:  # streamed: already cropped (and geometrically augmented) by the workers
-            images, labels = batch
-            x = self.process(images, training, geometric=False)
+        # uint8 at the stored size either way; in memory with the batch's augmentation seed
+        images, labels, seed = batch if len(batch) == 3 else (*batch, None)
+        x = self.process(images, training, seed=None if seed is None else int(seed))
         if training and self.train_size and self.train_size < x.shape[-1]:  # progressive resizing
             x = F.interpolate(x, size=(self.train_size, self.train_size), mode="bilinear", antialias=True,
                               align_corners=False)
@@ -388,13 +343,13 @@ class ImageDataModule(L.LightningDataModule):
             x, labels = self._mix(x, labels)
         return x, labels
 
-    def process(self, images: torch.Tensor, training: bool, seed: int | None = None,
-                geometric: bool = True) -> torch.Tensor:
-        """uint8 images -> normalized float model input (augmented when ``training``)."""
+    def process(self, images: torch.Tensor, training: bool, seed: int | None = None) -> torch.Tensor:
+        """uint8 images at the stored size -> normalized float model input (augmented when ``training``:
+        the one augmentation path, for in-memory and streamed batches alike)."""
         size, p = self.preprocess.image_size, self.preprocess
         if training and self.augment.policy != "none":
             images = self._policy(images)
-        if training and geometric and self.geometric is not None:
+        if training and self.geometric is not None:
             g = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
             x = normalize(self.geometric(images.float() / 255, size, g), p.mean, p.std)
         else:

@@ -59,6 +59,15 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Every entry under ``folder`` (recursively, sorted) with an image suffix, whatever it turns out to
+    be (a broken link or a folder named ``x.jpg`` is listed, so it can be reported rather than vanish);
+    hidden entries (a name, or a folder on the way, starting with ".") are left out."""
+    root = Path(folder)
+    return sorted(f for f in root.rglob("*") if is_image_file(f)
+                  and not any(part.startswith(".") for part in f.relative_to(root).parts))
+
+
 class BadImageError(DataError):
     """An image file that cannot be decoded. ``str(err)`` is ``"PATH: reason"`` on one line."""
 

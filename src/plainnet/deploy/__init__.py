@@ -1,5 +1,5 @@
 """Deployment: re-parameterization, export, quantization and benchmarking (heavy imports are lazy)."""
 
-from .reparam import Equivalence, reparameterize, verify_equivalence
+from ..models.reparam import Equivalence, reparameterize, verify_equivalence
 
 __all__ = ["Equivalence", "reparameterize", "verify_equivalence"]

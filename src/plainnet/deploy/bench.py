@@ -26,7 +26,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["BenchRow", "Runner", "make_runner", "run_bench", "resolve_model"]
+__all__ = ["BenchRow", "Runner", "REFERENCES", "bench_models", "fastest", "file_runner", "make_runner", "run_bench",
+           "resolve_model"]
+
+#: ``plainnet bench --refs``: well-known models to compare with.
+REFERENCES = ["torchvision.resnet18", "torchvision.resnet34", "torchvision.resnet50", "torchvision.vgg16"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ class BenchRow:
 def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
     """A model (eval mode, fp32, CPU) from a bench spec, and its display name."""
     from ..models import create_model, list_models
-    from .reparam import reparameterize
+    from ..models.reparam import reparameterize
 
     name, _, form = spec.partition(":")
     if name.startswith("timm."):
@@ -131,6 +135,24 @@ def make_runner(model: nn.Module, name: str, backend: str, dtype: str, batch: in
     else:
         raise ValueError(f"unknown backend {backend!r}")
     for _ in range(2):  # warm-up: compilation, allocator, caches
+        fn()
+    return Runner(name, backend, dtype, batch, fn, macs, params)
+
+
+def file_runner(name: str, loaded, backend: str, dtype: str, batch: int, *, macs: int = 0, params: int = 0) -> Runner:
+    """A (warmed-up) runner for a loaded model file -- an ONNX session called directly, or an exported
+    module -- on random input of its size (``loaded``: :class:`~plainnet.evaluation.inference.InferenceModel`)."""
+    size = loaded.preprocess.image_size
+    x = torch.randn(batch, 3, size, size)
+    if loaded.session is not None:
+        session, feed = loaded.session, {loaded.session.get_inputs()[0].name: x.numpy()}
+
+        def fn():
+            return session.run(None, feed)
+    else:
+        def fn():
+            return loaded(x)
+    for _ in range(2):  # warm-up
         fn()
     return Runner(name, backend, dtype, batch, fn, macs, params)
 
@@ -287,3 +309,49 @@ def plot_bench(rows: list[BenchRow], path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def bench_models(specs: list[str], *, batches=(1, 16), size: int = 224, backends=("eager",), dtypes=("fp32",),
+                 device: str = "cpu", rounds: int = 5, seconds: float = 0.5,
+                 out: str | Path | None = None) -> tuple[list[BenchRow], list[str], Path]:
+    """Time every model x backend x dtype x batch in interleaved rounds and write ``bench.json``,
+    ``bench.csv`` and ``bench.png`` into ``out``. Returns the rows, the combinations skipped (why), and
+    ``out``. Raises :class:`~plainnet.errors.ConfigError` when nothing can run."""
+    import csv
+    import json
+
+    from ..errors import ConfigError
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device on this machine")
+    runners, skipped = [], []
+    for spec in specs:
+        model, name = resolve_model(spec)
+        for be in backends:
+            for dt in dtypes:
+                for b in batches:
+                    try:
+                        runners.append(make_runner(model, name, be, dt, int(b), size, device))
+                    except ValueError as e:
+                        skipped.append(f"{name} {be} {dt}: {e}")
+    if not runners:
+        raise ConfigError("nothing to run with these options: " + "; ".join(sorted(set(skipped))))
+    rows = run_bench(runners, rounds=rounds, min_seconds=seconds)
+    out = Path(out) if out else Path(f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps([r.as_dict() for r in rows], indent=1))
+    with (out / "bench.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].as_dict()))
+        w.writeheader()
+        w.writerows(r.as_dict() for r in rows)
+    plot_bench(rows, out / "bench.png")
+    return rows, sorted(set(skipped)), out
+
+
+def fastest(rows: list[BenchRow]) -> list[tuple[BenchRow, BenchRow]]:
+    """For each model and batch timed in more than one way: (fastest, slowest)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r.model, r.batch), []).append(r)
+    return [(max(g, key=lambda r: r.images_per_s), min(g, key=lambda r: r.images_per_s))
+            for g in groups.values() if len(g) > 1]

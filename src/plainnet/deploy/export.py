@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import EquivalenceError, PlainnetError
 from ..model_files import METADATA_KEY, onnx_session, read_pt2
-from .reparam import Equivalence, reparameterize, verify_equivalence
+from ..models.reparam import Equivalence, reparameterize, verify_equivalence
 
 __all__ = ["ExportResult", "export_onnx", "export_pt2", "onnx_op_histogram", "pt2_op_histogram",
            "ort_callable", "METADATA_KEY"]

@@ -196,7 +196,7 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, calibration: Sequence
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from .export import batch_shapes
-    from .reparam import reparameterize
+    from ..models.reparam import reparameterize
 
     fused = reparameterize(model).float().cpu()
     example = example[:2] if len(example) > 1 else example.expand(2, *example.shape[1:])

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -28,7 +27,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..errors import PlainnetError
-from ..models.weights import atomic_torch_save, save_checkpoint
+from ..files import atomic_torch_save
+from ..models.checkpoint import save_checkpoint
+from ..run_dir import RunDir
 from .schedule import FULL_SIZE_AT, step_cost, train_size
 
 __all__ = ["AtomicCheckpointIO", "DivergenceGuard", "RunRecorder", "TrainingClock"]
@@ -75,7 +76,7 @@ class RunRecorder(L.Callback):
 
     def __init__(self, run_dir: Path, meta: dict, monitor: str = "val/acc", mode: str = "max",
                  plot_every_s: float = 30.0) -> None:
-        self.run_dir, self.meta, self.monitor, self.mode = Path(run_dir), meta, monitor, mode
+        self.run, self.meta, self.monitor, self.mode = RunDir(run_dir), meta, monitor, mode
         self.plot_every_s = plot_every_s
         self._last_plot = time.perf_counter()
         self.history: list[dict[str, float]] = []
@@ -122,7 +123,7 @@ class RunRecorder(L.Callback):
             self.best, self.best_epoch = value, trainer.current_epoch
         if trainer.is_global_zero:
             if improved:
-                save_checkpoint(pl_module.eval_model, self.run_dir / "best.pt", **self._meta(trainer.current_epoch))
+                save_checkpoint(pl_module.eval_model, self.run.best, **self._meta(trainer.current_epoch))
             self.write_metrics(plot=time.perf_counter() - self._last_plot >= self.plot_every_s)
 
     def _meta(self, epoch: int) -> dict:
@@ -133,7 +134,7 @@ class RunRecorder(L.Callback):
         # last.pt once, when training ends: rewriting it every epoch cost as much as a small epoch
         # (checkpoints/last.ckpt is what --resume continues from).
         if trainer.is_global_zero and self.history:
-            save_checkpoint(pl_module.eval_model, self.run_dir / "last.pt", **self._meta(self.history[-1]["epoch"]))
+            save_checkpoint(pl_module.eval_model, self.run.last, **self._meta(self.history[-1]["epoch"]))
             self.write_metrics(plot=True)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -144,20 +145,12 @@ class RunRecorder(L.Callback):
     def write_metrics(self, plot: bool = True) -> None:
         from ..evaluation.plots import plot_curves
 
-        keys: list[str] = []
-        for row in self.history:
-            keys += [k for k in row if k not in keys]
-        tmp = self.run_dir / ".metrics.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        tmp.replace(self.run_dir / "metrics.csv")
+        self.run.write_history(self.history)
         if not plot:
             return
         self._last_plot = time.perf_counter()
         try:
-            plot_curves(self.history, self.run_dir / "curves.png")
+            plot_curves(self.history, self.run.curves)
         except Exception as e:  # a plotting problem must never stop training
             log.warning("could not draw curves.png: %s", e)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .config import AUTO, RunConfig
+from ..config import AUTO, RunConfig
 from .schedule import mean_cost
 
 __all__ = ["DataFacts", "Machine", "detect_machine", "resolve", "cpu_supports_bf16"]

@@ -6,31 +6,28 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from ..data.augment import tta_views
+from ..evaluation.metrics import view_probs
 
 __all__ = ["score_datamodule"]
-
-
-@torch.no_grad()
-def _view_probs(model: nn.Module, dm, split: str, tta: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities of every test-time view, ``(views, N, classes)``, and the labels."""
-    model.eval()
-    device = next(model.parameters()).device
-    probs, labels = [], []
-    for x, y in dm.eval_batches(split, batch_size):
-        probs.append(torch.stack([model(v).float().softmax(1).cpu() for v in tta_views(x.to(device), tta)]))
-        labels.append(y)
-    return torch.cat(probs, 1), torch.cat(labels)
 
 
 def score_datamodule(model: nn.Module, dm, split: str, *, tta: str = "none", batch_size: int = 128) -> dict:
     """Accuracy and balanced accuracy of ``model`` on a held-out split, single view and (unless ``tta``
     is ``none``) with test-time augmentation; the plain view is computed once and reused by TTA."""
-    n = len(dm.classes)
-    views, labels = _view_probs(model, dm, split, tta, batch_size)
-    result: dict = {"images": len(labels)}
+    model.eval()
+    device = next(model.parameters()).device
+    labels: list[torch.Tensor] = []
+
+    def batches():
+        for x, y in dm.eval_batches(split, batch_size):
+            labels.append(y)
+            yield x.to(device)
+
+    views = view_probs(model, batches(), tta=tta)
+    n, y = len(dm.classes), torch.cat(labels)
+    result: dict = {"images": len(y)}
     variants = [("", views[0])] + ([(f"_{tta}", views.mean(0))] if tta != "none" else [])
     for suffix, probs in variants:
-        result[f"acc{suffix}"] = multiclass_accuracy(probs, labels, n, average="micro").item()
-        result[f"balanced_acc{suffix}"] = multiclass_accuracy(probs, labels, n, average="macro").item()
+        result[f"acc{suffix}"] = multiclass_accuracy(probs, y, n, average="micro").item()
+        result[f"balanced_acc{suffix}"] = multiclass_accuracy(probs, y, n, average="macro").item()
     return result

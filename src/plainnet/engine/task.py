@@ -19,8 +19,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..deploy.reparam import reparameterize
-from .config import DistillConfig, OptimConfig, ScheduleConfig
+from ..models.reparam import reparameterize
+from ..config import DistillConfig, OptimConfig, ScheduleConfig
 from .schedule import Schedule
 
 __all__ = ["ClassificationTask", "param_groups", "distillation_loss"]

@@ -10,7 +10,6 @@ A run directory holds: ``config.yaml`` (resolved), ``split.json``, ``classes.jso
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -22,8 +21,9 @@ from pathlib import Path
 import torch
 
 from ..data.folder import Splits, display_path
+from ..config import AUTO, RunConfig, apply_overrides, config_from_dict, load_config
 from ..errors import ConfigError, WeightsError, writing_into
-from .config import AUTO, RunConfig, apply_overrides, config_from_dict, load_config, save_config
+from ..run_dir import RunDir
 
 __all__ = ["TrainResult", "train", "load_data", "data_facts"]
 
@@ -117,7 +117,7 @@ class _RunLogFile(logging.FileHandler):
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:
-    handler = _RunLogFile(run_dir / "train.log")
+    handler = _RunLogFile(RunDir(run_dir).log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("plainnet").addHandler(handler)
     return handler
@@ -170,7 +170,7 @@ def _load_teacher(path: str):
     from ..models import load_model
 
     p = Path(path)
-    return load_model(p / "best.pt" if p.is_dir() else p).eval()
+    return load_model(RunDir(p).weights() if p.is_dir() else p).eval()
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -191,7 +191,8 @@ def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int)
     callbacks = list(callbacks)
     # One rolling checkpoint, rewritten (atomically) after every epoch: what --resume continues from.
     # (also after epochs that skip validation: TrainingClock decides that per epoch)
-    callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+    run = RunDir(run_dir)
+    callbacks.append(ModelCheckpoint(dirpath=run.checkpoints, filename=run.resume_checkpoint.stem, save_top_k=1,
                                      every_n_epochs=1, enable_version_counter=False, save_on_train_epoch_end=True))
     if t.patience > 0:
         mode = "min" if t.monitor.endswith("loss") else "max"
@@ -218,7 +219,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int)
         callbacks=callbacks,
         # (plainnet writes metrics.csv itself, from a history that survives --resume; Lightning's CSV
         # logger would delete its own file on every resume)
-        logger=[TensorBoardLogger(run_dir, name="tb", version="")],
+        logger=[TensorBoardLogger(run_dir, name=RunDir.TENSORBOARD, version="")],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=t.progress,
         enable_model_summary=False,
@@ -265,10 +266,10 @@ def train(
     ckpt_path = None
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
+        if not RunDir.is_run(run_dir):
             raise ConfigError(f"cannot resume {run_dir}: no config.yaml (not a plainnet run directory)")
-        cfg = load_config(run_dir / "config.yaml")
-        last = run_dir / "checkpoints" / "last.ckpt"
+        cfg = RunDir(run_dir).config()
+        last = RunDir(run_dir).resume_checkpoint
         ckpt_path = last if last.is_file() else None
         if ckpt_path is None:
             log.warning("no checkpoint in %s yet: starting it again from epoch 1", run_dir)
@@ -307,7 +308,7 @@ def train(
     if resume is None:
         run_dir = _run_dir(cfg)
         # Only the first process checks: under torchrun the others may look after it has started writing.
-        if rank == 0 and (run_dir / "config.yaml").exists() and not os.environ.get("PLAINNET_RUN_DIR"):
+        if rank == 0 and RunDir.is_run(run_dir) and not os.environ.get("PLAINNET_RUN_DIR"):
             raise ConfigError(f"run directory {run_dir} already exists: pick another --train.name or --resume it")
     os.environ["PLAINNET_RUN_DIR"] = str(run_dir)  # processes launched from here use the same directory
     created = not run_dir.exists()
@@ -342,7 +343,7 @@ def _check_resumable(last: Path, run_dir: Path) -> None:
         if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
             raise WeightsError(f"{last} is not a Lightning training checkpoint")
     except WeightsError as e:
-        best = run_dir / "best.pt"
+        best = RunDir(run_dir).best
         kept = f"; its best weights so far, {best}, can still be evaluated and exported" if best.is_file() else ""
         raise WeightsError(f"cannot resume {run_dir}: {e}. Nothing in the run was changed{kept}; or start a new "
                            "run") from None
@@ -352,15 +353,15 @@ def _record_failure(run_dir: Path, error: BaseException, seconds: float) -> None
     """A run that failed before it saved any weights leaves nothing behind; one that saved some is kept
     (it can be resumed, evaluated and exported) and its results.json says how it ended, so ``runs/``
     never holds a directory that looks finished but is not."""
-    if not (run_dir / "best.pt").is_file() and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+    run = RunDir(run_dir)
+    if not run.has_weights():
         shutil.rmtree(run_dir, ignore_errors=True)
         log.info("removed the unfinished run directory %s", run_dir)
         return
     status = "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "failed"
     message = " ".join(str(error).split()) or type(error).__name__
     try:
-        (run_dir / "results.json").write_text(json.dumps({"status": status, "error": message, "seconds": seconds},
-                                                         indent=1))
+        run.write_results({"status": status, "error": message, "seconds": seconds})
     except OSError:  # the disk that failed the run may fail this too; the run stays resumable
         pass
 
@@ -381,13 +382,14 @@ AFTER_TRAINING_SECONDS = 4.0
 def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float,
          deadline: float | None, model_instance=None) -> TrainResult:
     from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, tta_views
-    from ..data.datamodule import ImageDataModule, Preprocess
+    from ..data.datamodule import ImageDataModule
+    from ..data.preprocess import Preprocess
     from .callbacks import DivergenceGuard, RunRecorder, TrainingClock
     from .recipe import MAX_EPOCHS
     from .scoring import score_datamodule
     from .task import ClassificationTask
 
-    d = cfg.data
+    d, run = cfg.data, RunDir(run_dir)
     preprocess = Preprocess(int(d.image_size), float(d.crop_ratio), IMAGENET_MEAN, IMAGENET_STD)
     dm = ImageDataModule(source, preprocess, cfg.augment, batch_size=int(d.batch_size), seed=cfg.train.seed,
                          cache=d.cache, cache_dir=d.cache_dir, workers=int(d.workers), balance=d.balance,
@@ -396,10 +398,10 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     dm.setup("fit")
     classes = list(dm.classes)
     if rank == 0:
-        save_config(cfg, run_dir / "config.yaml", notes)
-        (run_dir / "classes.json").write_text(json.dumps(classes, indent=1))
+        run.save_config(cfg, notes)
+        run.write_classes(classes)
         if isinstance(source, Splits):  # the files actually used; unreadable ones under "skipped"
-            (run_dir / "split.json").write_text(json.dumps(dm.used_splits().to_json()))
+            run.write_split(dm.used_splits().to_json())
         log.info("data: %d classes, %d train images %s; run directory %s", len(classes), dm.num_train(),
                  dict(zip(classes, dm.class_counts())), run_dir)
 
@@ -437,25 +439,25 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     if cfg.train.val_every == AUTO:  # measured in the first epoch: config.yaml names every choice
         cfg = replace(cfg, train=replace(cfg.train, val_every=clock.val_every))
         if rank == 0:
-            save_config(cfg, run_dir / "config.yaml", notes)
+            run.save_config(cfg, notes)
 
     # Score the best weights on the held-out split(s), with and without test-time augmentation.
     final = {}
-    if trainer.is_global_zero and (run_dir / "best.pt").is_file():
-        from ..deploy.reparam import reparameterize
+    if trainer.is_global_zero and run.best.is_file():
+        from ..models.reparam import reparameterize
         from ..models import load_model
 
-        best = reparameterize(load_model(run_dir / "best.pt"))  # the same function, at deploy speed
+        best = reparameterize(load_model(run.best))  # the same function, at deploy speed
         if cfg.train.channels_last:
             best = best.to(memory_format=torch.channels_last)
         for split in ("val", "test"):
             if dm.has_split(split):
                 final[split] = score_datamodule(best, dm, split, tta=cfg.augment.tta)
         skipped = dm.used_splits().skipped if isinstance(source, Splits) else dm.bad_files
-        (run_dir / "results.json").write_text(json.dumps({
+        run.write_results({
             "status": "finished", "best_epoch": recorder.best_epoch, "best_metric": recorder.best,
             "monitor": cfg.train.monitor, "epochs_run": len(recorder.history), "seconds": time.perf_counter() - t0,
-            "final": final, "auto": notes, "bad_files": [[display_path(p), r] for p, r in skipped]}, indent=1))
-    return TrainResult(run_dir=run_dir, best_checkpoint=run_dir / "best.pt", best_metric=recorder.best or 0.0,
+            "final": final, "auto": notes, "bad_files": [[display_path(p), r] for p, r in skipped]})
+    return TrainResult(run_dir=run_dir, best_checkpoint=run.best, best_metric=recorder.best or 0.0,
                        best_epoch=recorder.best_epoch or 0, final=final, epochs_run=len(recorder.history),
                        seconds=time.perf_counter() - t0, config=cfg, notes=tuple(notes))

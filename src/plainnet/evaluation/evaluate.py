@@ -19,7 +19,10 @@ import torch
 from ..data.augment import resize_center_crop
 from ..data.cifar import ArrayDataset
 from ..data.folder import Sample, Splits, load_splits, scan_class_folders
-from ..errors import DataError, writing_into
+from ..config import DataConfig, RunConfig, config_from_dict
+from ..errors import ConfigError, DataError, writing_into
+from ..files import atomic_write, atomic_write_text
+from ..run_dir import EvalDir
 from .inference import InferenceModel, load_inference_model
 from .metrics import classification_metrics, parse_scales, predict_probs
 
@@ -48,12 +51,16 @@ class EvalResult:
     data: EvalData
 
 
-def _run_config(model: InferenceModel) -> dict | None:
+def _run_config(model: InferenceModel) -> RunConfig | None:
     """The training config: from the run directory around the model, else saved inside the checkpoint."""
-    import yaml
-
-    run = model.run_dir
-    return yaml.safe_load((run / "config.yaml").read_text()) if run else model.config
+    if model.run is not None:
+        return model.run.config()
+    if model.config:
+        try:
+            return config_from_dict(model.config)
+        except ConfigError as e:
+            log.warning("ignoring the training config saved in %s: %s", model.source, e)
+    return None
 
 
 def _map_labels(found: tuple[str, ...], model_classes: list[str]) -> dict[int, int]:
@@ -85,7 +92,7 @@ def load_eval_data(model: InferenceModel, data: str | None = None, split: str | 
     """
     side = model.preprocess.resize_to
     config = _run_config(model)
-    trained_on = (config or {}).get("data", {}).get("path")
+    trained_on = config.data.path if config else None
     if data is None:
         if not trained_on:
             raise DataError("no --data given and the model does not record its training data: pass --data DIR")
@@ -118,17 +125,14 @@ def load_eval_data(model: InferenceModel, data: str | None = None, split: str | 
     return EvalData(images, labels, names, description, bad)
 
 
-def _recorded_split(model: InferenceModel, root: Path, config: dict | None) -> Splits:
+def _recorded_split(model: InferenceModel, root: Path, config: RunConfig | None) -> Splits:
     """The run's own split.json when it covers ``root``; else the same deterministic split re-created
     from the saved (or default) fractions and seed."""
-    run = model.run_dir
-    if run and (run / "split.json").is_file():
-        record = json.loads((run / "split.json").read_text())
-        if Path(record["root"]).resolve() == root:
-            return Splits.from_json(record)
-    d = (config or {}).get("data", {})
-    return load_splits(root, val_fraction=d.get("val_fraction", 0.2), test_fraction=d.get("test_fraction", 0.0),
-                       seed=d.get("seed", 0))
+    record = model.run.split_record() if model.run else None
+    if record is not None and Path(record["root"]).resolve() == root:
+        return Splits.from_json(record)
+    d = config.data if config else DataConfig()
+    return load_splits(root, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed)
 
 
 def _is_cifar(path: str) -> bool:
@@ -137,11 +141,11 @@ def _is_cifar(path: str) -> bool:
     return detect_layout(path) == "cifar-batches"
 
 
-def _array_eval_data(model: InferenceModel, data: str, config: dict | None, split: str) -> EvalData:
+def _array_eval_data(model: InferenceModel, data: str, config: RunConfig | None, split: str) -> EvalData:
     from ..data.sources import load_source
 
-    d = (config or {}).get("data", {})
-    source: ArrayDataset = load_source(data, val_fraction=d.get("val_fraction", 0.2), seed=d.get("seed", 0))
+    d = config.data if config else DataConfig()
+    source: ArrayDataset = load_source(data, val_fraction=d.val_fraction, seed=d.seed)
     if split == "all":
         pixels = np.concatenate([source.train_images, source.test_images])
         labels = np.concatenate([source.train_labels, source.test_labels])
@@ -198,8 +202,13 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     if ev.bad_files:
         log.warning("skipped %d unreadable image(s): %s", len(ev.bad_files),
                     "; ".join(f"{p} ({r})" for p, r in ev.bad_files[:10]))
-    out = Path(out_dir) if out_dir else (model.run_dir or Path.cwd()) / (
-        f"eval-{split or 'val'}" if model.run_dir and data is None else f"eval-{model.source.stem}")
+    if out_dir:
+        files = EvalDir(out_dir)
+    elif model.run is not None and data is None:
+        files = model.run.eval_dir(split or "val")
+    else:
+        files = EvalDir((model.run_dir or Path.cwd()) / f"eval-{model.source.stem}")
+    out = files.path
     out.mkdir(parents=True, exist_ok=True)
     scale_list = parse_scales(scales)
 
@@ -226,39 +235,39 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     metrics["bad_files"] = ev.bad_files
 
     with writing_into(out):  # a disk that fills up names the output folder
-        with (out / "per_class.csv").open("w", newline="") as f:
+        with atomic_write(files.per_class, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
             w.writeheader()
             w.writerows(metrics["per_class"])
-        with (out / "confusion.csv").open("w", newline="") as f:
+        with atomic_write(files.confusion_table, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["true \\ predicted", *model.classes])
             for cls, row in zip(model.classes, metrics["confusion"]):
                 w.writerow([cls, *row])
         conf, pred = probs.max(1)
-        with (out / "predictions.csv").open("w", newline="") as f:
+        with atomic_write(files.predictions, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["image", "true", "predicted", "confidence", "correct"])
             for name, y, p, c in zip(ev.names, ev.labels.tolist(), pred.tolist(), conf.tolist()):
                 w.writerow([name, model.classes[y], model.classes[p], f"{c:.4f}", int(y == p)])
-        plot_confusion(metrics["confusion"], model.classes, out / "confusion.png")
+        plot_confusion(metrics["confusion"], model.classes, files.confusion)
 
         wrong = torch.nonzero(pred != ev.labels).flatten()
         metrics["misclassified"] = len(wrong)
-        (out / "misclassified.png").unlink(missing_ok=True)
+        files.misclassified.unlink(missing_ok=True)
         shown = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
         if len(shown):
             plot_image_grid([_hwc(model, ev.images[i]) for i in shown],
                             [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
-                             for i in shown], out / "misclassified.png",
+                             for i in shown], files.misclassified,
                             title=f"misclassified: {len(wrong)} of {len(pred)} (most confident first)")
         if model.module is not None:
             picks = _cam_picks(ev.labels, pred, shown, 12)
             overlays = explain_images(model, ev.images[picks])
             plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"
-                                       for i in picks], out / "gradcam.png", title="Grad-CAM (predicted class)",
+                                       for i in picks], files.gradcam, title="Grad-CAM (predicted class)",
                             colors=["black" if pred[i] == ev.labels[i] else "crimson" for i in picks])
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        atomic_write_text(files.metrics, json.dumps(metrics, indent=1))
     log.info("evaluated %d images from %s: top-1 %.4f -> %s", len(ev.labels), ev.description, metrics["top1"], out)
     return EvalResult(metrics=metrics, out_dir=out, probs=probs, data=ev)
 

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..data.augment import center_crop, normalize
-from ..data.datamodule import Preprocess
-from ..errors import WeightsError
+from ..data.preprocess import Preprocess
+from ..errors import ConfigError, WeightsError
+from ..run_dir import RunDir
 
 __all__ = ["InferenceModel", "load_inference_model", "read_image", "resolve_checkpoint", "sample_images"]
 
@@ -29,10 +30,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory means its ``best.pt``; anything else is taken as a file."""
     p = Path(path)
     if p.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (p / name).is_file():
-                return p / name
-        raise WeightsError(f"{p} holds no best.pt or last.pt: not a finished plainnet run directory")
+        return RunDir(p).weights()
     if not p.exists():
         raise WeightsError(f"model not found: {p}")
     return p
@@ -58,9 +56,13 @@ class InferenceModel:
     _fused: nn.Module | None = field(default=None, repr=False)
 
     @property
+    def run(self) -> RunDir | None:
+        """The run directory the model file lies in, if any."""
+        return RunDir.of(self.source)
+
+    @property
     def run_dir(self) -> Path | None:
-        parent = self.source.parent
-        return parent if (parent / "config.yaml").is_file() else None
+        return self.run.path if self.run else None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +72,7 @@ class InferenceModel:
             name = self.session.get_inputs()[0].name
             return torch.from_numpy(self.session.run(None, {name: x.float().cpu().numpy()})[0])
         if self._fused is None:  # the same function at deploy speed: one 3x3 conv per RepVGG block
-            from ..deploy.reparam import reparameterize
+            from ..models.reparam import reparameterize
             from ..layers import Reparameterizable
 
             fused = self.module
@@ -107,7 +109,7 @@ def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -
     if source.suffix.lower() == ".pt2":
         return _load_pt2(source)
     from ..models import is_deployed, load_model
-    from ..models.weights import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
 
     payload = load_checkpoint(source)
     classes, preprocess = _metadata(payload, source, "checkpoint written by plainnet train (best.pt, last.pt)")
@@ -146,13 +148,13 @@ def _check_outputs(n_classes: int, n_outputs, source: Path) -> None:
 
 def _check_run_classes(classes: list[str], source: Path) -> None:
     """A checkpoint inside a run directory must agree with the run's classes.json."""
-    record = source.parent / "classes.json"
-    if not (source.parent / "config.yaml").is_file() or not record.is_file():
+    run = RunDir.of(source)
+    if run is None or not run.classes_file.is_file():
         return
     try:
-        run_classes = json.loads(record.read_text())
-    except (OSError, ValueError):
-        raise WeightsError(f"{record} is unreadable or not JSON") from None
+        run_classes = run.classes()
+    except ConfigError as e:
+        raise WeightsError(str(e)) from None
     if run_classes != classes:
         raise WeightsError(f"{source} was trained on classes {classes}, but its run directory's classes.json "
                            f"lists {run_classes}: one of them was replaced")
@@ -198,14 +200,14 @@ def sample_images(model: InferenceModel, source: str | Path | None = None, n: in
     ``source``: a folder (every image under it, any layout); by default the model's own training data
     (``split`` of the run's split.json, or the saved config's data) when it can be found.
     """
-    from ..data.images import BadImageError, is_image_file
+    from ..data.images import BadImageError, list_images
 
     paths: list[Path] = []
     if source is not None:
         root = Path(source)
         if not root.exists():
             raise WeightsError(f"image folder not found: {root}")
-        paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)) if root.is_dir() else [root]
+        paths = [p for p in list_images(root) if p.is_file()] if root.is_dir() else [root]
     else:
         paths = _own_images(model, split)
     if not paths:
@@ -226,16 +228,16 @@ def sample_images(model: InferenceModel, source: str | Path | None = None, n: in
 def _own_images(model: InferenceModel, split: str) -> list[Path]:
     from ..data.folder import Splits
 
-    run = model.run_dir
-    if run and (run / "split.json").is_file():
+    record = model.run.split_record() if model.run else None
+    if record is not None:
         try:
-            splits = Splits.from_json(json.loads((run / "split.json").read_text()))
+            splits = Splits.from_json(record)
             return [s.path for s in getattr(splits, split) or splits.train]
         except Exception:  # noqa: BLE001 - the data moved: fall back to the config below
             pass
     path = (model.config or {}).get("data", {}).get("path")
     if path and path != "digits" and Path(path).is_dir():
-        from ..data.images import is_image_file
+        from ..data.images import list_images
 
-        return sorted(p for p in Path(path).rglob("*") if p.is_file() and is_image_file(p))
+        return [p for p in list_images(path) if p.is_file()]
     return []

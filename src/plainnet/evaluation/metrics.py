@@ -8,6 +8,7 @@ the same crop rescaled to several sizes -- plain nets with global pooling accept
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,8 @@ from torchmetrics.functional.classification import (
 
 from ..data.augment import tta_views
 
-__all__ = ["predict_probs", "classification_metrics", "parse_scales"]
+__all__ = ["Agreement", "accuracy", "classification_metrics", "compare_on", "parse_scales", "predict_probs",
+           "predicted_classes", "view_probs"]
 
 
 def parse_scales(text: str | Sequence[float] | None) -> tuple[float, ...]:
@@ -36,20 +38,57 @@ def parse_scales(text: str | Sequence[float] | None) -> tuple[float, ...]:
 
 
 @torch.no_grad()
-def predict_probs(model: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor], *,
-                  tta: str = "none", scales: Sequence[float] = (1.0,)) -> torch.Tensor:
-    """Softmax probabilities of preprocessed batches, averaged over mirrored views and scales."""
+def view_probs(model: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor], *,
+               tta: str = "none", scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Softmax probabilities of preprocessed batches for every test-time view -- each scale, and each
+    mirrored view of it -- as ``(views, N, classes)``; the plain view (scale 1 first) is ``[0]``."""
     out = []
     for x in batches:
-        total, n = 0.0, 0
+        views = []
         for s in scales:
             xs = x if s == 1.0 else F.interpolate(
                 x, scale_factor=s, mode="bilinear", antialias=s < 1, align_corners=False)
-            for view in tta_views(xs, tta):
-                total = total + model(view).float().softmax(1)
-                n += 1
-        out.append(total / n)
-    return torch.cat(out)
+            views += [torch.as_tensor(model(view)).float().softmax(1).cpu() for view in tta_views(xs, tta)]
+        out.append(torch.stack(views))
+    return torch.cat(out, 1)
+
+
+def predict_probs(model: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor], *,
+                  tta: str = "none", scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Softmax probabilities of preprocessed batches, averaged over mirrored views and scales."""
+    return view_probs(model, batches, tta=tta, scales=scales).mean(0)
+
+
+@torch.no_grad()
+def predicted_classes(model: Callable, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The top-1 class of every image of ``batches`` (normalized input; ``model`` returns logits)."""
+    return torch.cat([torch.as_tensor(model(x)).float().argmax(1).cpu() for x in batches])
+
+
+def accuracy(model: Callable, batches: Iterable[torch.Tensor], labels: torch.Tensor) -> float:
+    return (predicted_classes(model, batches) == labels).float().mean().item()
+
+
+@dataclass(frozen=True)
+class Agreement:
+    images: int
+    reference_acc: float
+    candidate_acc: float
+    #: Fraction of images where both predict the same class.
+    top1_agreement: float
+
+    @property
+    def drop(self) -> float:
+        return self.reference_acc - self.candidate_acc
+
+
+def compare_on(reference: Callable, candidate: Callable, batches: Sequence[torch.Tensor],
+               labels: torch.Tensor) -> Agreement:
+    """Accuracy of two models (e.g. fp32 and its int8 export) on the same batches, and how often their
+    top-1 classes agree."""
+    r, c = predicted_classes(reference, batches), predicted_classes(candidate, batches)
+    return Agreement(len(labels), (r == labels).float().mean().item(), (c == labels).float().mean().item(),
+                     (r == c).float().mean().item())
 
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> dict:

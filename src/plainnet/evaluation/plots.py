@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
+
 __all__ = ["plot_curves", "plot_confusion", "plot_image_grid", "cam_overlay", "plot_class_counts"]
 
 
@@ -22,15 +24,11 @@ def _pyplot():
 def _save(fig, path: str | Path) -> Path:
     plt = _pyplot()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        fig.savefig(tmp, bbox_inches="tight")
-    except OSError as e:  # a full disk: name the picture, leave no temporary file and no old one changed
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(path)) from None
+    try:  # (a full disk: the error names the picture, and no old one is changed)
+        with atomic_write(path) as f:
+            fig.savefig(f, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")
     finally:
         plt.close(fig)
-    tmp.replace(path)
     return path
 
 

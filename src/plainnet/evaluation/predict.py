@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data.folder import display_path
-from ..data.images import BadImageError, is_image_file
+from ..data.images import BadImageError, list_images
 from .inference import InferenceModel, read_image
 
 __all__ = ["SCHEMA", "expand_inputs", "predict_files"]
@@ -34,8 +34,7 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if is_image_file(f)
-                          and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            out += list_images(p)
         else:
             out.append(p)  # a missing or non-image file gets its own error record
     seen: set[Path] = set()

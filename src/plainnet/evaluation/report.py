@@ -10,16 +10,18 @@ if that has not been done).
 from __future__ import annotations
 
 import base64
-import csv
 import io
-import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from ..config import RunConfig
+from ..files import atomic_write_text
+from ..run_dir import RunDir
 
 __all__ = ["build_report"]
 
@@ -183,15 +185,14 @@ def _thumb_uri(array: np.ndarray, size: int = 112) -> str:
     return _data_uri(buf.getvalue(), "image/jpeg")
 
 
-def _dataset(run_dir: Path, config: dict, classes: list[str], per_class: int):
+def _dataset(run: RunDir, config: RunConfig, classes: list[str], per_class: int):
     """Counts per split and class, sample thumbnails per class, and a one-line description."""
     from ..data.images import BadImageError, load_rgb_array
 
-    split_file = run_dir / "split.json"
-    if split_file.is_file():
+    record = run.split_record()
+    if record is not None:
         from ..data.folder import Splits
 
-        record = json.loads(split_file.read_text())
         splits = Splits.from_json(record)
         counts = {k: v for k, v in splits.counts().items() if sum(v)}
         samples = []
@@ -205,24 +206,24 @@ def _dataset(run_dir: Path, config: dict, classes: list[str], per_class: int):
                 if len(images) == per_class:
                     break
             samples.append({"cls": classes[c], "images": images})
-        return counts, samples, f"{splits.root} ({splits.layout}, split seed {config['data']['seed']})"
+        return counts, samples, f"{splits.root} ({splits.layout}, split seed {config.data.seed})"
     from ..data.sources import load_source
 
-    d = config["data"]
-    source = load_source(d["path"], val_fraction=d["val_fraction"], seed=d["seed"])
+    d = config.data
+    source = load_source(d.path, val_fraction=d.val_fraction, seed=d.seed)
     counts = {"train": np.bincount(source.train_labels, minlength=len(classes)).tolist(),
               "val": np.bincount(source.test_labels, minlength=len(classes)).tolist()}
     samples = [{"cls": cls, "images": [_thumb_uri(source.train_images[i])
                                        for i in np.flatnonzero(source.train_labels == c)[:per_class]]}
                for c, cls in enumerate(classes)]
-    return counts, samples, f"{d['path']} (in-memory dataset)"
+    return counts, samples, f"{d.path} (in-memory dataset)"
 
 
 def _model_rows(best: Path, image_size: int) -> list[dict]:
     import torch
 
     from ..models import create_model, summarize
-    from ..models.weights import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
 
     arch = dict(load_checkpoint(best)["arch"])
     name = arch.pop("name")
@@ -267,34 +268,30 @@ def build_report(run_dir: str | Path, *, samples_per_class: int = 6) -> Path:
     from .plots import plot_class_counts
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    if not RunDir.is_run(run_dir):
         raise DataError(f"{run_dir} is not a plainnet run directory (no config.yaml)")
-    best = run_dir / "best.pt"
+    run = RunDir(run_dir)
+    best = run.best
     if not best.is_file():
         raise DataError(f"{run_dir} has no best.pt yet: the run has not finished an epoch")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    classes = json.loads((run_dir / "classes.json").read_text())
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
-    history = list(csv.DictReader((run_dir / "metrics.csv").open())) if (run_dir / "metrics.csv").is_file() else []
-    eval_dir = run_dir / "eval-val"
-    if not (eval_dir / "metrics.json").is_file():
-        evaluate(run_dir, tta=config["augment"].get("tta", "none"), out_dir=eval_dir)
-    ev = json.loads((eval_dir / "metrics.json").read_text())
+    config, classes, results, history = run.config(), run.classes(), run.results(), run.history()
+    eval_dir = run.eval_dir("val")
+    if eval_dir.read_metrics() is None:
+        evaluate(run_dir, tta=config.augment.tta, out_dir=eval_dir.path)
+    ev = eval_dir.read_metrics()
 
-    counts, samples, data_description = _dataset(run_dir, config, classes, samples_per_class)
+    counts, samples, data_description = _dataset(run, config, classes, samples_per_class)
     counts_png = None
     if counts:
-        tmp = run_dir / ".class_counts.png"
-        plot_class_counts(counts, classes, tmp)
-        counts_png = _file_uri(tmp)
-        tmp.unlink()
+        with tempfile.TemporaryDirectory() as tmp:
+            counts_png = _file_uri(plot_class_counts(counts, classes, Path(tmp) / "counts.png"))
     top_k = next(k for k in ev if k.startswith("top") and k not in ("top1", "test_time_augmentation"))
     overall = [("top-1 accuracy", f"{ev['top1']:.2%}"), (f"top-{top_k[3:]} accuracy", f"{ev[top_k]:.2%}"),
                ("balanced accuracy", f"{ev['balanced_accuracy']:.2%}"), ("macro F1", f"{ev['macro_f1']:.3f}"),
                ("loss", f"{ev['loss']:.4f}"), ("calibration error (ECE)", f"{ev['ece']:.4f}")]
     overall += [(f"top-1 with {k}", f"{v['top1']:.2%} ({v['gain']:+.2%})")
                 for k, v in ev.get("test_time_augmentation", {}).items()]
-    image_size = int(config["data"]["image_size"])
+    image_size = int(config.data.image_size)
     model_rows = _model_rows(best, image_size)
     cards = [
         {"label": "held-out top-1 accuracy", "value": f"{ev['top1']:.2%}"},
@@ -309,27 +306,19 @@ def build_report(run_dir: str | Path, *, samples_per_class: int = 6) -> Path:
     fmt_history = [{k: (f"{float(v):.4g}" if k != "epoch" else str(int(v) + 1)) for k, v in row.items() if v != ""}
                    for row in history]
     html = jinja2.Environment(autoescape=True).from_string(_TEMPLATE).render(
-        name=run_dir.name, model_name=config["model"]["name"], data_path=config["data"]["path"],
-        created=time.strftime("%Y-%m-%d %H:%M", time.localtime((run_dir / "config.yaml").stat().st_mtime)),
+        name=run_dir.name, model_name=config.model.name, data_path=config.data.path,
+        created=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_file.stat().st_mtime)),
         cards=cards, data_description=data_description, splits=list(counts),
         count_rows=[{"cls": c, "counts": [counts[s][i] for s in counts]} for i, c in enumerate(classes)],
         counts_png=counts_png, samples=samples, bad_files=results.get("bad_files", []),
-        curves_png=_file_uri(run_dir / "curves.png"), history=fmt_history, history_keys=history_keys,
+        curves_png=_file_uri(run.curves), history=fmt_history, history_keys=history_keys,
         eval=ev, eval_source=Path(ev["model"]["source"]).name, overall=overall,
-        confusion_png=_file_uri(eval_dir / "confusion.png"), misclassified_png=_file_uri(eval_dir / "misclassified.png"),
-        gradcam_png=_file_uri(eval_dir / "gradcam.png"), image_size=image_size, model_rows=model_rows,
-        auto=results.get("auto", []), config_yaml=(run_dir / "config.yaml").read_text(),
+        confusion_png=_file_uri(eval_dir.confusion), misclassified_png=_file_uri(eval_dir.misclassified),
+        gradcam_png=_file_uri(eval_dir.gradcam), image_size=image_size, model_rows=model_rows,
+        auto=results.get("auto", []), config_yaml=run.config_text(),
         environment=_environment(results, history), version=_version(), generated=time.strftime("%Y-%m-%d %H:%M"),
         run_dir=run_dir)
-    out = run_dir / "report.html"
-    tmp = run_dir / ".report.html.tmp"
-    try:
-        tmp.write_text(html)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(out)) from None
-    tmp.replace(out)
-    return out
+    return atomic_write_text(run.report, html)
 
 
 def _version() -> str:

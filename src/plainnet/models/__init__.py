@@ -2,19 +2,13 @@
 
 from . import repvgg, vgg  # noqa: F401  (registers the builders)
 from .base import FeatureExtractor, FeatureInfo, PlainClassifier
-from .registry import create_model, list_models, model_entry, register_model
+from .checkpoint import load_checkpoint, load_model, save_checkpoint
+from .create import create_model
+from .registry import list_models, model_entry, register_model
 from .repvgg import REPVGG_CFGS, RepVGG, RepVGGConfig
 from .summary import ModelSummary, count_params, summarize
 from .vgg import VGG, VGG_LAYERS, VGGConfig
-from .weights import (
-    LoadReport,
-    is_deployed,
-    load_checkpoint,
-    load_model,
-    load_weights,
-    read_state_dict,
-    save_checkpoint,
-)
+from .weights import LoadReport, is_deployed, load_weights, read_state_dict
 
 __all__ = [
     "FeatureExtractor",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["FeatureInfo", "PlainClassifier", "FeatureExtractor"]
+__all__ = ["FeatureInfo", "PlainClassifier", "FeatureExtractor", "skipped_downsamplings"]
 
 
 @dataclass(frozen=True)
@@ -110,3 +110,11 @@ class FeatureExtractor(nn.Module):
             if i in self.out_indices:
                 outs.append(x)
         return outs
+
+
+def skipped_downsamplings(small_input: bool, output_stride: int | None) -> int:
+    """How many of the five stride-2 steps to drop: 0 (stride 32), 1 (16) or 2 (8)."""
+    stride = output_stride or (8 if small_input else 32)
+    if stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {stride}")
+    return {32: 0, 16: 1, 8: 2}[stride]

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from ..layers import RepVGGBlock
-from .base import FeatureInfo, PlainClassifier
+from .base import FeatureInfo, PlainClassifier, skipped_downsamplings
 from .registry import register_model
 
-__all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS", "skipped_downsamplings"]
+__all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS"]
 
 # Layers counted globally (stage0 = 0, then every block of stages 1-4); these use grouped convs
 # in the g2/g4 variants.
@@ -113,12 +113,6 @@ class RepVGG(PlainClassifier):
         return self.num_features
 
 
-def skipped_downsamplings(small_input: bool, output_stride: int | None) -> int:
-    """How many of the five stride-2 steps to drop: 0 (stride 32), 1 (16) or 2 (8)."""
-    stride = output_stride or (8 if small_input else 32)
-    if stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {stride}")
-    return {32: 0, 16: 1, 8: 2}[stride]
 
 
 def _build(cfg: RepVGGConfig):

@@ -22,10 +22,10 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..config import CHOICES
 from ..layers import DepthwiseSeparableConv, Reparameterizable, fold_conv_bn_sequence
-from .base import FeatureInfo, PlainClassifier
+from .base import FeatureInfo, PlainClassifier, skipped_downsamplings
 from .registry import register_model
-from .repvgg import skipped_downsamplings
 
 __all__ = ["VGG", "VGGConfig", "VGG_LAYERS"]
 
@@ -36,7 +36,7 @@ VGG_LAYERS: dict[int, tuple[int | str, ...]] = {
     16: (64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M),
     19: (64, 64, M, 128, 128, M, 256, 256, 256, 256, M, 512, 512, 512, 512, M, 512, 512, 512, 512, M),
 }
-HEADS = ("classic", "slim", "gap")
+HEADS = tuple(h for h in CHOICES["model.head"] if h)  # ("": the model's default head)
 _HEAD_HIDDEN = {"classic": (4096, 4096), "slim": (1024, 256), "gap": ()}
 
 

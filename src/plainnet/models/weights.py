@@ -1,4 +1,4 @@
-"""Checkpoints in every dialect, loaded strictly.
+"""State dicts in every dialect, loaded strictly (plainnet's own checkpoint files: :mod:`.checkpoint`).
 
 Reads: plainnet's own checkpoints; the official RepVGG repository's keys in training and deploy form;
 timm's RepVGG keys (renamed); torchvision's VGG keys (plainnet's VGG uses them natively); wrappers
@@ -13,12 +13,8 @@ which does not affect the function computed (plainnet never uses cumulative-aver
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError, writing_into
+from ..errors import WeightsError
 from ..model_files import read_safetensors, read_torch_file
-from .registry import EXTERNAL_PREFIXES, create_model, model_entry
+from .registry import EXTERNAL_PREFIXES, build, model_entry
 
 __all__ = [
     "LoadReport",
@@ -38,15 +34,11 @@ __all__ = [
     "checkpoint_form",
     "detect_deploy_form",
     "resolve_pretrained",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_model",
     "is_deployed",
 ]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "plainnet"
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net", "weights")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 # timm's RepVGG (byobnet) names -> official RepVGG names, applied to dot-separated keys.
@@ -153,8 +145,8 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
     keys = _keys_without_counters(convert_dialect(state)[0])
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     with torch.device("meta"):
-        deploy_keys = _keys_without_counters(create_model(arch["name"], deploy=True, **kwargs).state_dict())
-        train_keys = _keys_without_counters(create_model(arch["name"], deploy=False, **kwargs).state_dict())
+        deploy_keys = _keys_without_counters(build(arch["name"], deploy=True, **kwargs).state_dict())
+        train_keys = _keys_without_counters(build(arch["name"], deploy=False, **kwargs).state_dict())
     if deploy_keys == train_keys:
         return "same"
     # Not an exact match for either: pick the closer one so the strict load names the difference.
@@ -209,7 +201,7 @@ def load_weights(
         exclude_head: keep the model's own classifier (fine-tuning to a new class count); every other
             tensor must still match.
     """
-    from ..deploy.reparam import reparameterize
+    from .reparam import reparameterize
 
     sd, dialect = convert_dialect(read_state_dict(source))
     arch = getattr(model, "arch", None)
@@ -235,13 +227,13 @@ def load_weights(
 
 
 def _fuse_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str]) -> dict:
-    from ..deploy.reparam import reparameterize
+    from .reparam import reparameterize
 
     arch = getattr(model, "arch", None)
     if not arch:
         raise WeightsError("a training-form checkpoint needs a training-form model: build it with deploy=False")
     kwargs = {k: v for k, v in arch.items() if k != "name"}
-    train = create_model(arch["name"], deploy=False, **kwargs)
+    train = build(arch["name"], deploy=False, **kwargs)
     _check_strict(train, sd, ignore)
     train.load_state_dict(sd, strict=False)
     return reparameterize(train, inplace=True).state_dict()
@@ -274,84 +266,3 @@ def resolve_pretrained(name: str) -> dict[str, torch.Tensor]:
                 f"no network to download {name} weights: place {Path(url).name} (from {url}) at {cache}"
             ) from None
     return read_state_dict(cache)
-
-
-# ----------------------------------------------------------------------------- plainnet checkpoints
-
-
-def save_checkpoint(model: nn.Module, path: str | Path, **meta) -> Path:
-    """Write ``model`` as a plainnet checkpoint (architecture + weights + ``meta``), atomically.
-
-    The file is written beside its destination and renamed over it, so an interrupted save never
-    leaves a truncated checkpoint where a good one was.
-    """
-    arch = getattr(model, "arch", None)
-    if not arch:
-        raise WeightsError("only models built by create_model can be saved as plainnet checkpoints")
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": 1,
-        "arch": dict(arch),
-        "deploy": is_deployed(model),
-        "pruned": bool(getattr(model, "pruned", False)),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **meta,
-    }
-    return atomic_torch_save(payload, path)
-
-
-def atomic_torch_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, synced, then renamed over it. A failed write
-    (a full disk...) is an ``OSError`` naming ``path``, and the file that was there is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with writing_into(path), os.fdopen(fd, "wb") as f:  # a failed write names the file being saved
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except RuntimeError as e:  # torch's zip writer reports a failed write as a RuntimeError
-        Path(tmp).unlink(missing_ok=True)
-        if "write" not in str(e).lower():
-            raise
-        full = shutil.disk_usage(path.parent).free < (1 << 20)
-        raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC if full else errno.EIO),
-                      str(path)) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """The raw payload of a plainnet checkpoint (``arch``, ``state_dict``, ``deploy`` and metadata)."""
-    path = Path(path)
-    payload = read_torch_file(path)
-    if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(
-            f"{path} is not a plainnet checkpoint (no architecture inside); build the model with "
-            "create_model(name, weights=path) instead"
-        )
-    if not isinstance(payload.get("arch"), Mapping) or not isinstance(payload["arch"].get("name"), str) \
-            or not isinstance(payload.get("state_dict"), Mapping):
-        raise WeightsError(f"{path} is a damaged plainnet checkpoint: its architecture or weights record is missing")
-    return dict(payload)
-
-
-def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a model from a plainnet checkpoint (architecture, form and weights, strictly), in eval
-    mode, ready for inference (call ``.train()`` to fine-tune it)."""
-    payload = load_checkpoint(path)
-    arch = dict(payload["arch"])
-    name = arch.pop("name")
-    if payload.get("pruned"):
-        from .structure import resize_to_state_dict
-
-        model = create_model(name, deploy=bool(payload.get("deploy")), **arch)
-        resize_to_state_dict(model, payload["state_dict"])
-        load_weights(model, payload["state_dict"])
-        return model.eval()
-    model = create_model(name, weights=payload["state_dict"], deploy=bool(payload.get("deploy")), **arch)
-    return model.eval()

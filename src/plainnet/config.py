@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from .errors import ConfigError
+from .files import atomic_write_text
 
 __all__ = [
     "DataConfig",
@@ -403,4 +404,4 @@ def parse_override_args(args: list[str]) -> dict[str, str]:
 def save_config(cfg: RunConfig, path: str | Path, notes: list[str] | tuple[str, ...] = ()) -> None:
     """Write ``cfg`` as YAML, headed by ``notes`` (why each automatic value was chosen) as comments."""
     header = "".join(f"# auto: {' '.join(n.split())}\n" for n in notes)
-    Path(path).write_text(header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
