@@ -54,7 +54,10 @@ class EvalResult:
 def _run_config(model: InferenceModel) -> RunConfig | None:
     """The training config: from the run directory around the model, else saved inside the checkpoint."""
     if model.run is not None:
-        return model.run.config()
+        try:
+            return model.run.config()
+        except ConfigError as e:  # (e.g. written by another plainnet version): the checkpoint's copy
+            log.warning("ignoring %s: %s", model.run.config_file, e)
     if model.config:
         try:
             return config_from_dict(model.config)
