@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,13 @@ DATASETS = SHARED / "datasets"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import FP32, potato_subset  # noqa: E402  (after the path is set)
+
+# Under pytest-xdist (./dev test runs one worker per core), each worker and the CLI processes it starts
+# get an equal share of the cores, instead of every one of them claiming all of them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ["OMP_NUM_THREADS"] = _threads
+    torch.set_num_threads(int(_threads))
 
 
 @pytest.fixture(autouse=True)
