@@ -108,6 +108,28 @@ def test_compress_table_on_a_tiny_model(tiny_run, tmp_path):
     assert "| prune:0.5+int8 |" in (tmp_path / "compression.md").read_text()
 
 
+def test_vgg_students_are_smaller_and_keep_the_trunk():
+    """Fast twin of the slow test below, without training: the slim and GAP heads take the base's
+    convolutions unchanged and shrink the model; the depthwise-separable VGG costs fewer MACs."""
+    from plainnet.compress.compare import _load_backbone
+
+    base = plainnet.create_model("vgg11_bn", num_classes=10, small_input=True).eval()
+    size = {}
+    for head in ("slim", "gap"):
+        student = plainnet.create_model("vgg11_bn", num_classes=10, small_input=True, head=head).eval()
+        _load_backbone(student, base.state_dict())
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(student.features(x), base.features(x))
+        size[head] = plainnet.summarize(student, 32).params
+    assert size["gap"] < size["slim"] < plainnet.summarize(base, 32).params
+    dws = plainnet.create_model("vgg16_dws", num_classes=10, small_input=True, head="gap")
+    assert plainnet.summarize(dws, 32).macs < plainnet.summarize(base, 32).macs
+    with pytest.raises(ValueError, match="trunks differ"):
+        _load_backbone(plainnet.create_model("vgg13_bn", num_classes=10, small_input=True), base.state_dict())
+
+
+@pytest.mark.slow
 def test_compress_vgg_heads_and_depthwise(tmp_path):
     data = digits_folder(tmp_path / "digits", 20)
     base = plainnet.train(data=str(data), model="vgg11_bn", epochs=1,

@@ -18,7 +18,7 @@ import plainnet
 from _util import FP32, digits_folder, run_cli
 
 PLAINNET = [sys.executable, "-m", "plainnet"]
-FAST = ["--train.progress", "false", "--train.precision", "fp32", "--augment.preset", "shift"]
+FAST = ["--train.progress", "false", "--train.precision", "fp32", "--train.channels_last", "true", "--augment.preset", "shift"]
 
 
 def metrics(run_dir):
@@ -91,8 +91,10 @@ def ddp_steps(run_dir) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "lightning"])
+@pytest.mark.parametrize("launcher", [pytest.param("torchrun", marks=pytest.mark.slow), "lightning"])
 def test_ddp_with_two_cpu_processes(tmp_path, launcher):
+    """Two processes share each epoch's batches. (The torchrun launch, as on several nodes, is the slow
+    variant; the default run launches through Lightning.)"""
     data = digits_folder(tmp_path / "digits", 40)  # 320 training images, 80 held out
     args = [*FAST, "--data", str(data), "--epochs", "2", "--runs-dir", str(tmp_path), "--name", "ddp",
             "--data.image_size", "8", "--model", "repvgg_a0", "--data.batch_size", "32"]
