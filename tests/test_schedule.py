@@ -155,3 +155,16 @@ def test_a_budget_spends_the_validation_time_it_saves_on_training():
         return epochs
 
     assert run(None) > run(1)  # 4 s passes every 4th epoch instead of each: ~2 more epochs of 10 s
+
+
+@pytest.mark.parametrize("slow_after", [2, 5, 9])
+def test_a_run_its_budget_stops_early_still_validates_its_last_epoch(slow_after):
+    # Validation every 4th epoch; from epoch `slow_after` on, epochs take 5x as long and the deadline
+    # comes before the plan's end: the epoch that turns out to be the last is validated anyway.
+    fake = _Clock()
+    clock = TrainingClock(96, 96, deadline=200.0, reserve=lambda val: 2 * val + 4, val_every=4, clock=fake)
+    run, _, _, trainer = _simulate(clock, fake, epochs=16, seconds_per_epoch=lambda e: 50.0 if e >= slow_after else 10.0,
+                                   val_seconds=1.0)
+    # (a 5x slow-down is re-fitted from the mean of the last three epochs: it may overrun by part of one)
+    assert run < 16 and fake.now <= 200 * 1.05
+    assert trainer.validated[-1] == run - 1, (run, trainer.validated)

@@ -162,7 +162,8 @@ class TrainingClock(L.Callback):
     (:func:`~plainnet.engine.schedule.train_size`). Validation runs every ``val_every`` epochs and always
     after the last one; ``val_every=None`` decides after the first epoch: every epoch while a validation
     pass costs at most :data:`VAL_SHARE` of an epoch's training, else as rarely as keeps it there (at most
-    every :data:`MAX_VAL_EVERY` epochs). With a ``deadline``, after every epoch the epochs that still fit
+    every :data:`MAX_VAL_EVERY` epochs; under a deadline, also an epoch after which no other is likely to
+    fit). With a ``deadline``, after every epoch the epochs that still fit
     are counted from the measured seconds per epoch (scaled by :func:`~plainnet.engine.schedule.step_cost`
     as the image grows), leaving what must follow training (``reserve(validation_seconds)``: the final
     scoring and the report). When fewer epochs fit than planned -- or more, while the images still grow --
@@ -224,9 +225,20 @@ class TrainingClock(L.Callback):
         if dm is not None and hasattr(dm, "train_size"):
             dm.train_size = self._size if self._size < self.full_size else None
         # Lightning validates after epoch e when (e + 1) % check_val_every_n_epoch == 0: set per epoch.
-        validate = self.validates(trainer.current_epoch, trainer.fit_loop.max_epochs)
+        validate = self.validates(trainer.current_epoch, trainer.fit_loop.max_epochs) or self._likely_last()
         trainer.check_val_every_n_epoch = 1 if validate else trainer.current_epoch + 2
         self._started, self._ended = now, None
+
+    def _likely_last(self) -> bool:
+        """Under a deadline, whether no epoch is likely to fit after the one starting now: then it is
+        validated, so a run the budget stops early still scores its last weights."""
+        if self.deadline is None or not self.epochs or self.val_every == 1:
+            return False
+        # (the longest of the recent epochs: validating one epoch too many costs little, one too few
+        # leaves the run's last weights unscored)
+        epoch = max(e[0] + e[2] for e in (self.epochs[1:][-3:] or self.epochs)) * 1.03
+        val = self.val_seconds or 0.0
+        return self.deadline - self.clock() - epoch - val - self.reserve(val) < epoch + val / self.val_every
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._val_started = self.clock()
