@@ -229,6 +229,10 @@ class TrainingClock(L.Callback):
         trainer.check_val_every_n_epoch = 1 if validate else trainer.current_epoch + 2
         self._started, self._ended = now, None
 
+    def _recent(self) -> list[tuple[float, float, float]]:
+        """The last three epochs but the first (it pays one-time warm-up costs), or the first alone."""
+        return self.epochs[1:][-3:] or self.epochs
+
     def _likely_last(self) -> bool:
         """Under a deadline, whether no epoch is likely to fit after the one starting now: then it is
         validated, so a run the budget stops early still scores its last weights."""
@@ -236,7 +240,7 @@ class TrainingClock(L.Callback):
             return False
         # (the longest of the recent epochs: validating one epoch too many costs little, one too few
         # leaves the run's last weights unscored)
-        epoch = max(e[0] + e[2] for e in (self.epochs[1:][-3:] or self.epochs)) * 1.03
+        epoch = max(e[0] + e[2] for e in self._recent()) * 1.03
         val = self.val_seconds or 0.0
         return self.deadline - self.clock() - epoch - val - self.reserve(val) < epoch + val / self.val_every
 
@@ -258,7 +262,7 @@ class TrainingClock(L.Callback):
             return
         done = trainer.current_epoch + 1
         left_planned = trainer.fit_loop.max_epochs - done
-        recent = self.epochs[1:][-3:] or self.epochs  # the first epoch pays one-time warm-up costs
+        recent = self._recent()
         per_cost = sum(e[0] for e in recent) / max(sum(e[1] for e in recent), 1e-9)
         val = self.val_seconds or 0.0
         # Per epoch besides training: saving, and a validation pass every val_every epochs.

@@ -268,8 +268,8 @@ def train(
         run_dir = Path(resume)
         if not RunDir.is_run(run_dir):
             raise ConfigError(f"cannot resume {run_dir}: no config.yaml (not a plainnet run directory)")
-        cfg = RunDir(run_dir).config()
-        last = RunDir(run_dir).resume_checkpoint
+        run = RunDir(run_dir)
+        cfg, last = run.config(), run.resume_checkpoint
         ckpt_path = last if last.is_file() else None
         if ckpt_path is None:
             log.warning("no checkpoint in %s yet: starting it again from epoch 1", run_dir)

@@ -62,7 +62,8 @@ class InferenceModel:
 
     @property
     def run_dir(self) -> Path | None:
-        return self.run.path if self.run else None
+        run = self.run
+        return run.path if run else None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
