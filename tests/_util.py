@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,3 +107,32 @@ def run_cli(*args) -> CliResult:
     finally:
         sys.argv = argv
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def shared_tiny(where: Path, datasets_dir: Path):
+    """Train the suite's shared model (see conftest's ``tiny``) into ``where``, or load it if another
+    process of this test run did: a file lock makes the first caller build it and the others wait for
+    its result, so pytest-xdist's workers train it once between them."""
+    from filelock import FileLock
+
+    import plainnet
+
+    where.mkdir(parents=True, exist_ok=True)
+    done = where / "result.pickle"
+    with FileLock(where / "build.lock"):
+        if done.is_file():
+            return pickle.loads(done.read_bytes())  # written below by this test run
+        for partial in (where / "potato", where / "runs"):  # left by a build that failed
+            shutil.rmtree(partial, ignore_errors=True)
+        data = potato_subset(where / "potato", datasets_dir, 60)
+        runs = where / "runs"
+        result = plainnet.train(data=str(data), model="repvgg_a0", epochs=10, overrides={
+            **FP32, "train.runs_dir": str(runs), "train.name": "tiny", "data.image_size": "48",
+            "model.output_stride": "16", "augment.preset": "rot", "data.cache_dir": str(runs / "cache")})
+        done.with_suffix(".part").write_bytes(pickle.dumps(result))
+        done.with_suffix(".part").rename(done)
+        return result
+
+
+if __name__ == "__main__":  # conftest's background build: python _util.py WHERE DATASETS_DIR
+    shared_tiny(Path(sys.argv[1]), Path(sys.argv[2]))

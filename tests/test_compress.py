@@ -48,6 +48,7 @@ def test_unstructured_pruning_only_zeroes():
     assert weight_sparsity(model) == pytest.approx(0.5, abs=0.01)
 
 
+@pytest.mark.long
 def test_distillation_transfers_the_teachers_function(tiny, tmp_path, datasets_dir):
     """The teacher is the suite's potato model with two classes swapped in its head: it calls Early
     blight leaves Late blight and the other way round. A small student (A0 with half its channels)
@@ -88,6 +89,7 @@ def test_distillation_transfers_the_teachers_function(tiny, tmp_path, datasets_d
     assert follows["kd"] > follows["alone"] + 0.3 and follows["alone"] < 0.3, follows
 
 
+@pytest.mark.long
 def test_compress_table_on_a_tiny_model(tiny_run, tmp_path):
     result = compress(tiny_run, methods=["prune:0.5", "unstructured:0.5", "int8", "prune:0.5+int8", "distill",
                                          "gap-head"], finetune_epochs=1, distill_epochs=1, out_dir=tmp_path, rounds=1, min_seconds=0.02)

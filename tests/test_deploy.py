@@ -42,6 +42,7 @@ def test_pt2_export_parity(tmp_path, dynamic_batch):
     assert result.path.stat().st_size < fused_bytes + 2**20  # the weights, not the example's whole storage
 
 
+@pytest.mark.long
 def test_quantize_cli_pt2e(tiny_run, tmp_path):
     out = tmp_path / "tiny.int8.pt2"
     proc = run_cli("quantize", tiny_run, "--method", "pt2e", "--calib-images", "64", "-o", out)

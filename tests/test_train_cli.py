@@ -91,6 +91,7 @@ def ddp_steps(run_dir) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("launcher", [pytest.param("torchrun", marks=pytest.mark.slow), "lightning"])
 def test_ddp_with_two_cpu_processes(tmp_path, launcher):
     """Two processes share each epoch's batches. (The torchrun launch, as on several nodes, is the slow
@@ -148,6 +149,7 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     assert not run.exists(), sorted(p.name for p in run.iterdir())
 
 
+@pytest.mark.long
 def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):
     """README's main command: digits, >= 97% on the held-out split, fused model verified equal. (The
     demo's epochs normally follow its one-minute budget, so their number depends on the machine; pinned
