@@ -14,6 +14,7 @@ import torch
 
 import plainnet
 from _util import run_cli
+from plainnet.errors import ConfigError
 from plainnet.evaluation.evaluate import evaluate, load_eval_data
 from plainnet.evaluation.gradcam import grad_cam
 from plainnet.evaluation.inference import load_inference_model
@@ -145,6 +146,14 @@ def test_eval_errors_are_one_line(run, tmp_path):
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
         line for line in proc.stderr.splitlines() if "does not know" in line]
 
+
+
+@pytest.mark.parametrize("option, words", [({"split": "train"}, "split must be val, test or all"),
+                                           ({"tta": "rot"}, "tta must be none, hflip or flips"),
+                                           ({"scales": "1,9"}, "scales must lie in")])
+def test_evaluate_checks_its_options_before_loading_anything(option, words, tmp_path):
+    with pytest.raises(ConfigError, match=words):  # not the missing model's error: the options come first
+        evaluate(tmp_path / "missing.pt", **option)
 
 def chrome():
     from selenium import webdriver

@@ -204,20 +204,19 @@ def test_plain_vgg_keeps_its_signal_through_every_layer(name):
 
 @pytest.mark.slow
 def test_plain_vgg_without_bn_converges(tmp_path):
-    """The tutorials' VGG-16 without BN fails under SGD at a usual learning rate (0.1, no warm-up): it
-    stalls at chance or its loss blows up (then the run stops with an error); the automatic recipe
-    (lower rate, warm-up) makes it learn."""
+    """The tutorials' VGG-16 without BN fails under SGD at a usual learning rate (0.1, no warm-up): its
+    loss blows up within the first steps and the run stops with an error; the automatic recipe (lower
+    rate, warm-up) makes the same network learn."""
     # Digits at their native 8 px keep this affordable: VGG-16's trunk still has all 13 convs.
     common = {**QUIET, "train.runs_dir": str(tmp_path), "augment.preset": "shift", "data.image_size": "8"}
-    try:
-        stalled = plainnet.train(data="digits", model="vgg16", epochs=2, overrides={
+    with pytest.raises(PlainnetError, match="training diverged: the loss became nan at epoch 0"):
+        plainnet.train(data="digits", model="vgg16", epochs=2, overrides={
             **common, "optim.lr": "0.1", "schedule.name": "constant", "schedule.warmup_epochs": "0"})
-        assert stalled.final["val"]["acc"] < 0.2  # 10 classes: chance is 10%
-    except PlainnetError as e:
-        assert "training diverged" in str(e)
-    recipe = plainnet.train(data="digits", model="vgg16", epochs=6, overrides=common)
+    # 8 epochs: after 6, whether it has left the plateau at chance yet is a matter of the seed (measured
+    # 42%, 83%, 76% for seeds 0-2); after 8: 91% and 88% (seeds 0 and 3).
+    recipe = plainnet.train(data="digits", model="vgg16", epochs=8, overrides=common)
     assert recipe.config.optim.lr < 0.1 and recipe.config.schedule.warmup_epochs >= 2
-    assert recipe.final["val"]["acc"] > 0.6
+    assert recipe.final["val"]["acc"] > 0.75
 
 
 @pytest.mark.parametrize("options", [

@@ -28,18 +28,7 @@ def eval_command(
     accuracy, macro-F1, calibration error, confusion matrix, misclassified images, Grad-CAM."""
     from ..evaluation.evaluate import evaluate
     from ..run_dir import EvalDir
-    from ._common import fail
 
-    if split not in (None, "val", "test", "all"):
-        fail(f"--split must be val, test or all, not {split!r}")
-    if tta not in ("none", "hflip", "flips"):
-        fail(f"--tta must be none, hflip or flips, not {tta!r}")
-    try:
-        from ..evaluation.metrics import parse_scales
-
-        parse_scales(scales)
-    except ValueError as e:
-        fail(f"--scales: {e}")
     result = evaluate(model, data, split=split, tta=tta, scales=scales, out_dir=out, batch_size=batch_size)
     m = result.metrics
     top_k = next(k for k in m if k.startswith("top") and k != "top1")

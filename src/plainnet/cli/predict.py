@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -28,7 +26,7 @@ def predict_command(
 ) -> None:
     """Predict classes. Exit code 0 when every file was predicted, 1 when some could not be read."""
     from ..evaluation.inference import load_inference_model
-    from ..evaluation.predict import expand_inputs, predict_files
+    from ..evaluation.predict import expand_inputs, predict_files, predictions_csv
     from ._common import fail
 
     if fmt not in ("table", "json", "csv"):
@@ -42,14 +40,7 @@ def predict_command(
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     elif fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["path", "ok", "error", *[f"{kind}{i + 1}" for i in range(result["top_k"])
-                                              for kind in ("class", "probability")][::1]])
-        for r in records:
-            preds = [v for p in r.get("top_k", []) for v in (p["class"], p["probability"])]
-            w.writerow([r["path"], int(r["ok"]), r.get("error", ""), *preds])
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(predictions_csv(result))
     else:
         table = Table(title=f"{len(records)} image(s), model {loaded.source} ({loaded.form})")
         table.add_column("image", overflow="fold")

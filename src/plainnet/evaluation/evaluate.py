@@ -198,6 +198,14 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     """
     from .plots import plot_confusion, plot_image_grid
 
+    if split not in (None, "val", "test", "all"):
+        raise ConfigError(f"split must be val, test or all, not {split!r}")
+    if tta not in ("none", "hflip", "flips"):
+        raise ConfigError(f"tta must be none, hflip or flips, not {tta!r}")
+    try:
+        scale_list = parse_scales(scales)
+    except ValueError as e:
+        raise ConfigError(f"scales: {e}") from None
     model = load_inference_model(model_path)
     ev = load_eval_data(model, data, split, cache_dir)
     if len(ev.labels) == 0:
@@ -213,7 +221,6 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
         files = EvalDir((model.run_dir or Path.cwd()) / f"eval-{model.source.stem}")
     out = files.path
     out.mkdir(parents=True, exist_ok=True)
-    scale_list = parse_scales(scales)
 
     probs = predict_probs(model, _batches(model, ev.images, batch_size))
     metrics = classification_metrics(probs, ev.labels, model.classes)

@@ -9,6 +9,8 @@ input, and every entry with an image suffix found in an input folder (a broken l
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,3 +87,15 @@ def _explain(model: InferenceModel, batch: torch.Tensor, out_dir: Path, paths: l
             Image.fromarray(overlay).resize((overlay.shape[1] * 2, overlay.shape[0] * 2)).save(target)
         written.append(target)
     return written
+
+
+def predictions_csv(result: dict) -> str:
+    """:func:`predict_files`'s answer as CSV: path, ok, error, then class and probability per rank."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "ok", "error", *[f"{kind}{i + 1}" for i in range(result["top_k"])
+                                          for kind in ("class", "probability")]])
+    for r in result["predictions"]:
+        w.writerow([r["path"], int(r["ok"]), r.get("error", ""),
+                    *[v for p in r.get("top_k", []) for v in (p["class"], p["probability"])]])
+    return buf.getvalue()
