@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import plainnet
-from _util import run_cli
+from _util import potato_subset, run_cli
 from plainnet.errors import ConfigError
 from plainnet.evaluation.evaluate import evaluate, load_eval_data
 from plainnet.evaluation.gradcam import grad_cam
@@ -80,6 +80,20 @@ def test_fused_model_evaluates_like_the_training_form(run, tmp_path):
     torch.testing.assert_close(b.probs, a.probs, rtol=1e-4, atol=1e-5)
     assert a.metrics["confusion"] == b.metrics["confusion"]
 
+
+
+def test_a_train_val_layout_is_scored_on_its_val_folder(run, tmp_path, datasets_dir):
+    """Other data in train/ + val/ folders: the default scores val/ only, --split test the test/ folder."""
+    root = tmp_path / "other"
+    potato_subset(root / "train", datasets_dir, 5, start=100)
+    potato_subset(root / "val", datasets_dir, 3, start=110)
+    potato_subset(root / "test", datasets_dir, 2, start=120)
+    for split, per_class in ((None, 3), ("test", 2)):
+        rows = list(csv.DictReader((evaluate(run, str(root), split=split, out_dir=tmp_path / str(split)).out_dir
+                                    / "predictions.csv").open()))
+        folder = root / (split or "val")
+        assert sorted(Path(r["image"]).resolve() for r in rows) == sorted(f.resolve() for f in folder.glob("*/*"))
+        assert len(rows) == 3 * per_class and all(r["true"] == Path(r["image"]).parent.name for r in rows)
 
 @pytest.mark.parametrize("name", ["vgg11_bn", "repvgg_a0"])
 def test_grad_cam_on_both_forms(name):
