@@ -94,7 +94,7 @@ def run_cli(*args) -> CliResult:
     the test) where the console script would print a traceback. Tests that need a real process (start-up
     imports, kill -9, DDP, a segfault) use ``subprocess``."""
     from plainnet.cli import app
-    from plainnet.cli._common import run_app
+    from plainnet.cli._app import run_app
 
     out, err = io.StringIO(), io.StringIO()
     argv, sys.argv = sys.argv, ["plainnet", *map(str, args)]

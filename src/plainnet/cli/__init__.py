@@ -10,7 +10,7 @@ import typer
 
 from . import (bench, compress, demo, distill, doctor, evaluate, export, models, predict, prune, quantize, report,
                summary, train)
-from ._common import run_app
+from ._app import run_app
 
 app = typer.Typer(
     name="plainnet",

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import console, quiet_lightning
+from ._app import quiet_lightning
+from ._render import console
 
 
 def register(app: typer.Typer) -> None:

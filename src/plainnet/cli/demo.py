@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import typer
 
-from ._common import console, quiet_lightning, write_report
+from ._app import quiet_lightning
+from ._render import console, write_report
 
 
 def register(app: typer.Typer) -> None:
@@ -29,13 +30,13 @@ def demo_command(
     from ..config import parse_override_args
     from ..engine.demo import run_demo
     from ..run_dir import RunDir
-    from . import _common
+    from . import _app
 
     quiet_lightning(verbose)
     console.rule("[bold]train on scikit-learn's bundled digits (1,797 real 8x8 images, 20% held out), then "
                  "re-parameterize the best weights and verify them on the held-out images")
     r = run_demo(model, epochs=epochs, runs_dir=runs_dir, overrides=parse_override_args(list(ctx.args)),
-                 started=_common.STARTED)
+                 started=_app.STARTED)
     table = Table(title=f"plainnet demo: {model} on digits", show_header=True)
     for col in ("", "training form", "fused (deploy) form"):
         table.add_column(col, justify="right")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import quiet_lightning
+from ._app import quiet_lightning
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def distill_command(
     cross-entropy with the labels, through the usual training engine (--section.key overrides apply)."""
     from ..config import parse_override_args
     from ..engine.train import train
-    from ._common import print_result, write_report
+    from ._render import print_result, write_report
 
     quiet_lightning()
     overrides = {"data.path": data, "model.name": student, "distill.teacher": str(teacher),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ._common import console
+from ._render import console
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def models_command(
 
     names = list_models(pattern)
     if not names:
-        from ._common import fail
+        from ._app import fail
 
         fail(f"no model matches {pattern!r}; try `plainnet models` for the full list")
     table = Table(title=f"plainnet models ({input_size}x{input_size}, {num_classes} classes)")

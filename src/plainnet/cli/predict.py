@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import console, err_console
+from ._render import console, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def predict_command(
     """Predict classes. Exit code 0 when every file was predicted, 1 when some could not be read."""
     from ..evaluation.inference import load_inference_model
     from ..evaluation.predict import expand_inputs, predict_files, predictions_csv
-    from ._common import fail
+    from ._app import fail
 
     if fmt not in ("table", "json", "csv"):
         fail(f"--format must be table, json or csv, not {fmt!r}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import console
+from ._render import console
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console
+from ._render import console
 
 
 def register(app: typer.Typer) -> None:

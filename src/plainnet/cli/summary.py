@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ._common import console, human_bytes
+from ._render import console, human_bytes
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ._common import print_result, quiet_lightning, write_report
+from ._app import quiet_lightning
+from ._render import print_result, write_report
 
 
 def register(app: typer.Typer) -> None:
@@ -47,12 +48,12 @@ def train_command(
         if flag:
             overrides[key] = value
     if resume is None and not data and not config:
-        from ._common import fail
+        from ._app import fail
 
         fail("give --data DIR (or --config FILE, or --resume RUN_DIR)")
-    from . import _common
+    from . import _app
 
-    result = train(config, overrides=overrides, resume=resume, started=_common.STARTED)
+    result = train(config, overrides=overrides, resume=resume, started=_app.STARTED)
     if int(os.environ.get("RANK", "0")) == 0:
         print_result(result)
         write_report(result.run_dir)
