@@ -94,6 +94,9 @@ class ModelConfig:
     drop_rate: float | str = AUTO
     #: VGG head: classic, slim or gap.
     head: str = ""
+    #: RepVGG's training structure: ``standard`` (three branches with their BatchNorms) or ``online``
+    #: (merged into one 3x3 conv every step; fuses to the same network). Other models: standard.
+    train_form: str = AUTO
     #: Freeze the stem and the first N stages (fine-tuning).
     freeze_stages: int = 0
     #: Learning-rate factor for the pretrained backbone (the head gets the full rate).
@@ -240,6 +243,7 @@ CHOICES = {
     "augment.policy": ("none", "trivial", "randaugment"),
     "augment.tta": ("none", "hflip", "flips"),
     "model.head": ("", "classic", "slim", "gap"),
+    "model.train_form": ("standard", "online"),
     "optim.name": ("sgd", "adam", "adamw"),
     "schedule.name": ("onecycle", "cosine", "constant"),
     "train.precision": ("bf16", "fp16", "fp32"),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..config import AUTO, RunConfig
+from ..errors import ConfigError
 from .schedule import mean_cost
 
 __all__ = ["DataFacts", "Machine", "detect_machine", "resolve", "cpu_supports_bf16"]
@@ -163,6 +164,12 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     d = pick(d, "crop_ratio", 1.0 if small else 0.875, "no border to crop on tiny images" if small else "standard")
     a = pick(a, "preset", "crop", "random translation + horizontal flip")
     a = pick(a, "tta", "flips" if a.preset == "rot" else "hflip", "flip test-time augmentation")
+    repvgg = m.name.startswith("repvgg")
+    if m.train_form == "online" and not repvgg:
+        raise ConfigError(f"model.train_form online applies to RepVGG models only, not {m.name}")
+    # standard stays the default until measured at least as accurate at equal time (docs/benchmarks.md)
+    m = pick(m, "train_form", "standard", "RepVGG's three-branch form, as in the paper" if repvgg else
+             "one form only")
     m = pick(m, "drop_rate", 0.5 if m.name.startswith("vgg") else 0.0, "VGG's classic dropout" if
              m.name.startswith("vgg") else "not needed with BN and augmentation")
 

@@ -136,6 +136,8 @@ def build_model(cfg: RunConfig, num_classes: int):
         kwargs = {"output_stride": int(m.output_stride), "drop_rate": float(m.drop_rate)}
         if m.head:
             kwargs["head"] = m.head
+        if m.train_form == "online":
+            kwargs["train_form"] = "online"
     model = create_model(m.name, num_classes=num_classes, **kwargs)
     if m.pretrained:
         report = load_weights(model, m.pretrained, exclude_head=True)

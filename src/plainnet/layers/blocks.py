@@ -186,6 +186,7 @@ class RepVGGBlock(Reparameterizable):
         self.deployed = True
 
 
+
 class DepthwiseSeparableConv(nn.Sequential):
     """Depthwise 3x3 conv + BN + act, then pointwise 1x1 conv + BN + act (MobileNet v1 unit).
 

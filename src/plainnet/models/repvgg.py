@@ -14,11 +14,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import RepVGGBlock
+from ..layers import OnlineRepVGGBlock, RepVGGBlock
+from ..errors import ConfigError
 from .base import FeatureInfo, PlainClassifier, skipped_downsamplings
 from .registry import register_model
 
-__all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS"]
+__all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS", "TRAIN_FORMS"]
+
+#: RepVGG's training structures (``train_form``); both fuse to the same single-path network.
+TRAIN_FORMS = ("standard", "online")
 
 # Layers counted globally (stage0 = 0, then every block of stages 1-4); these use grouped convs
 # in the g2/g4 variants.
@@ -59,6 +63,9 @@ class RepVGG(PlainClassifier):
     ``output_stride`` (32, 16 or 8) is the trunk's total downsampling: 16 makes stage0 stride 1, 8 also
     stage1, so small images keep spatial detail (a 32 px image ends at 2x2 or 4x4 instead of 1x1).
     ``small_input=True`` (32-64 px images) is shorthand for ``output_stride=8``.
+    ``train_form``: ``standard`` (three branches, each with its BatchNorm, as in the paper) or ``online``
+    (:class:`~plainnet.layers.OnlineRepVGGBlock`: the branches merged into one 3x3 kernel every step;
+    trains at about the cost of the fused network). Both fuse to the same deploy structure.
     """
 
     def __init__(
@@ -71,18 +78,22 @@ class RepVGG(PlainClassifier):
         output_stride: int | None = None,
         drop_rate: float = 0.0,
         deploy: bool = False,
+        train_form: str = "standard",
         norm_layer=nn.BatchNorm2d,
         act_layer=nn.ReLU,
     ) -> None:
         super().__init__()
-        self.cfg, self.num_classes = cfg, num_classes
+        if train_form not in TRAIN_FORMS:
+            raise ConfigError(f"train_form must be one of {', '.join(TRAIN_FORMS)}, not {train_form!r}")
+        self.cfg, self.num_classes, self.train_form = cfg, num_classes, train_form
         a, b = cfg.widths[0], cfg.widths[3]
         widths = [min(64, int(64 * a)), int(64 * a), int(128 * a), int(256 * a), int(512 * b)]
         skipped = skipped_downsamplings(small_input, output_stride)
         strides = [1 if i < skipped else 2 for i in range(5)]
         block = dict(use_se=cfg.use_se, deploy=deploy, norm_layer=norm_layer, act_layer=act_layer)
 
-        self.stage0 = RepVGGBlock(in_chans, widths[0], strides[0], **block)
+        Block = OnlineRepVGGBlock if train_form == "online" else RepVGGBlock  # noqa: N806
+        self.stage0 = Block(in_chans, widths[0], strides[0], **block)
         layer, chs, reduction = 1, widths[0], strides[0]
         self.feature_info = [FeatureInfo(chs, reduction, "stage0")]
         for s, depth in enumerate(cfg.depths, start=1):
@@ -90,7 +101,7 @@ class RepVGG(PlainClassifier):
             for i in range(depth):
                 groups = cfg.groups if layer in GROUPED_LAYERS else 1
                 stride = strides[s] if i == 0 else 1
-                blocks.append(RepVGGBlock(chs, widths[s], stride, groups, **block))
+                blocks.append(Block(chs, widths[s], stride, groups, **block))
                 chs, layer = widths[s], layer + 1
             reduction *= strides[s]
             self.add_module(f"stage{s}", nn.Sequential(*blocks))
