@@ -42,10 +42,14 @@ def structured_prune(model: nn.Module, ratio: float, example: torch.Tensor, *, s
     """
     import torch_pruning as tp
 
+    from ..models.reparam import to_standard_form
     from ..models.structure import refresh_channel_info
 
     if not 0 < ratio < 1:
         raise ValueError(f"pruning ratio must be between 0 and 1, got {ratio}")
+    converted = to_standard_form(model)  # the dependency graph follows the standard three-branch form
+    if converted:
+        log.info("pruning the standard form of %d online-form RepVGG blocks (the same function)", converted)
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     ignored = [m for m in (head,) if isinstance(m, nn.Linear)]
     was_training = model.training

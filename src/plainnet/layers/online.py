@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .blocks import ActLayer, NormLayer, Reparameterizable, SqueezeExcite
+from .blocks import ActLayer, NormLayer, Reparameterizable, RepVGGBlock, SqueezeExcite
 from .fusion import fuse_conv_bn, identity_kernel, pad_kernel_to
 
 __all__ = ["OnlineRepVGGBlock", "merged_kernel"]
@@ -143,6 +143,35 @@ class OnlineRepVGGBlock(Reparameterizable):
         if self.deployed:
             return self.rbr_reparam.weight, self.rbr_reparam.bias
         return fuse_conv_bn(self.merged_kernel(), None, self.bn, out_dtype=self.weight_3x3.dtype)
+
+    @torch.no_grad()
+    def to_standard(self) -> RepVGGBlock:
+        """The standard three-branch block computing the same function in eval mode: each branch's BN
+        holds its scale times this block's BN scale (the BN's shift on the 3x3 branch), with neutral
+        running statistics. Tools written for the standard form (structured pruning) take it; training
+        it on updates its branch BNs as the standard form does."""
+        if self.deployed:
+            raise ValueError("a fused block has no training form to convert")
+        bn = self.bn
+        gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * gain
+        block = RepVGGBlock(self.in_chs, self.out_chs, self.stride, self.groups, use_se=False,
+                            act_layer=type(self.nonlinearity)).to(self.weight_3x3)
+        block.se, block.nonlinearity = self.se, self.nonlinearity
+        branches = [(block.rbr_dense.conv.weight, block.rbr_dense.bn, self.weight_3x3, self.scale_3x3, shift),
+                    (block.rbr_1x1.conv.weight, block.rbr_1x1.bn, self.weight_1x1, self.scale_1x1, 0.0)]
+        if self.scale_identity is not None:
+            branches.append((None, block.rbr_identity, None, self.scale_identity, 0.0))
+        for weight, norm, source, scale, bias in branches:
+            if weight is not None:
+                weight.copy_(source)
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1 - norm.eps)  # so that BN(x) = weight * x + bias exactly
+            norm.weight.copy_(scale * gain)
+            norm.bias.copy_(torch.as_tensor(bias).expand_as(norm.bias))
+        if self.weight_3x3.is_contiguous(memory_format=torch.channels_last):
+            block = block.to(memory_format=torch.channels_last)
+        return block.train(self.training)
 
     @torch.no_grad()
     def reparameterize(self) -> None:

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..errors import EquivalenceError
-from ..layers import Reparameterizable
+from ..layers import OnlineRepVGGBlock, Reparameterizable
 
-__all__ = ["reparameterize", "verify_equivalence", "Equivalence", "default_tolerance"]
+__all__ = ["reparameterize", "to_standard_form", "verify_equivalence", "Equivalence", "default_tolerance"]
 
 
 def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
@@ -33,6 +33,21 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
     for module in [m for m in model.modules() if isinstance(m, Reparameterizable)]:
         module.reparameterize()
     return model
+
+
+def to_standard_form(model: nn.Module) -> int:
+    """Replace, in place, every online-form RepVGG block of ``model`` by the standard three-branch block
+    that computes the same in eval mode (:meth:`~plainnet.layers.OnlineRepVGGBlock.to_standard`);
+    returns how many were replaced. The model then records ``train_form: standard``."""
+    online = [(name, m) for name, m in model.named_modules() if isinstance(m, OnlineRepVGGBlock) and not m.deployed]
+    for name, block in online:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, block.to_standard())
+    if online and isinstance(getattr(model, "arch", None), dict):
+        model.arch = {**model.arch, "train_form": "standard"}
+    if online and hasattr(model, "train_form"):
+        model.train_form = "standard"
+    return len(online)
 
 
 @dataclass(frozen=True)
