@@ -112,6 +112,19 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.up(self.act(self.down(s))))
 
 
+@torch.no_grad()
+def deploy_conv(weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, *,
+                like: torch.Tensor) -> nn.Conv2d:
+    """The fused block's single 3x3 conv holding ``(weight, bias)``, in the memory format of ``like``."""
+    # skip_init: the weights are overwritten at once, a random init would be wasted work
+    conv = nn.utils.skip_init(nn.Conv2d, weight.shape[1] * groups, weight.shape[0], 3, stride, 1, groups=groups,
+                              bias=True, device=weight.device, dtype=weight.dtype)
+    conv.weight.copy_(weight)
+    conv.bias.copy_(bias)
+    if like.is_contiguous(memory_format=torch.channels_last):
+        conv = conv.to(memory_format=torch.channels_last)
+    return conv
+
 class RepVGGBlock(Reparameterizable):
     """RepVGG block: ``act(se(BN(conv3x3(x)) + BN(conv1x1(x)) + BN(x)))``; one 3x3 conv once deployed.
 
@@ -173,15 +186,8 @@ class RepVGGBlock(Reparameterizable):
         if self.deployed:
             return
         weight, bias = self.fused_kernel()
-        dense = self.rbr_dense.conv
-        # skip_init: the weights are overwritten at once, a random init would be wasted work
-        conv = nn.utils.skip_init(nn.Conv2d, dense.in_channels, dense.out_channels, 3, self.stride, 1,
-                                  groups=dense.groups, bias=True, device=weight.device, dtype=weight.dtype)
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-        if self.rbr_dense.conv.weight.is_contiguous(memory_format=torch.channels_last):
-            conv = conv.to(memory_format=torch.channels_last)
-        self.rbr_reparam = conv
+        self.rbr_reparam = deploy_conv(weight, bias, self.stride, self.rbr_dense.conv.groups,
+                                       like=self.rbr_dense.conv.weight)
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
         self.deployed = True
 

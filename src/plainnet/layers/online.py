@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .blocks import ActLayer, NormLayer, Reparameterizable, RepVGGBlock, SqueezeExcite
+from .blocks import ActLayer, NormLayer, Reparameterizable, RepVGGBlock, SqueezeExcite, deploy_conv
 from .fusion import fuse_conv_bn, identity_kernel, pad_kernel_to
 
 __all__ = ["OnlineRepVGGBlock", "merged_kernel"]
@@ -178,13 +178,7 @@ class OnlineRepVGGBlock(Reparameterizable):
         if self.deployed:
             return
         weight, bias = self.fused_kernel()
-        conv = nn.utils.skip_init(nn.Conv2d, weight.shape[1] * self.groups, weight.shape[0], 3, self.stride, 1,
-                                  groups=self.groups, bias=True, device=weight.device, dtype=weight.dtype)
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-        if self.weight_3x3.is_contiguous(memory_format=torch.channels_last):
-            conv = conv.to(memory_format=torch.channels_last)
-        self.rbr_reparam = conv
+        self.rbr_reparam = deploy_conv(weight, bias, self.stride, self.groups, like=self.weight_3x3)
         del self.weight_3x3, self.weight_1x1, self.scale_3x3, self.scale_1x1, self.scale_identity, self.bn
         del self.identity
         self.deployed = True
