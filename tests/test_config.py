@@ -83,6 +83,14 @@ def test_auto_recipe_for_small_images_and_plain_vgg():
     bn_fc, _ = resolve(apply_overrides(RunConfig(), {"model.name": "vgg11_bn"}), digits, CPU)
     bn_gap, _ = resolve(apply_overrides(RunConfig(), {"model.name": "vgg11_bn", "model.head": "gap"}), digits, CPU)
     assert bn_fc.optim.lr == pytest.approx(0.01) and bn_gap.optim.lr == pytest.approx(0.1)
+    # RepVGG's online form (one BN per block) trained unstably at SGD's 0.1: half, and the log says why
+    repvgg = {"model.name": "repvgg_a0", "model.train_form": "online"}
+    online, notes = resolve(apply_overrides(RunConfig(), repvgg), digits, CPU)
+    standard, _ = resolve(apply_overrides(RunConfig(), {**repvgg, "model.train_form": "standard"}), digits, CPU)
+    assert online.optim.lr == pytest.approx(standard.optim.lr / 2)
+    assert any(n.startswith("lr=") and "online RepVGG form" in n for n in notes), notes
+    adam, _ = resolve(apply_overrides(RunConfig(), {**repvgg, "optim.name": "adamw"}), digits, CPU)
+    assert adam.optim.lr == pytest.approx(1e-3)
     explicit = apply_overrides(RunConfig(), {"data.image_size": "48", "optim.lr": "0.2"})
     kept, _ = resolve(explicit, digits, CPU)
     assert kept.data.image_size == 48 and kept.optim.lr == 0.2  # explicit values are never replaced

@@ -79,10 +79,66 @@ def test_gradients_reach_every_branch_parameter_and_match_autograd():
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64, requires_grad=True)
     params = [torch.randn(4, 2, 3, 3), torch.randn(4, 2, 1, 1), torch.randn(4), torch.randn(4), torch.randn(4)]
     params = [p.double().requires_grad_() for p in params]
-    eye = identity_kernel(4, 2, dtype=torch.float64)
     for stride, identity in ((1, True), (2, False)):
-        args = (x, *params[:4], params[4] if identity else None, eye if identity else None)
+        args = (x, *params[:4], params[4] if identity else None)
         assert torch.autograd.gradcheck(lambda *a, s=stride: _MergedConv.apply(*a, s, 2), args)
+
+
+def _plain_bn_relu(model):
+    """``model`` with the blocks' fused BN+ReLU switched off (autograd's own BatchNorm and ReLU)."""
+    for m in model.modules():
+        if isinstance(m, OnlineRepVGGBlock):
+            m._bn_relu_fusable = lambda: False
+    return model
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_bn_relu_trains_exactly_like_batchnorm_then_relu(channels_last):
+    """Recomputing each block's output from its BN input (instead of keeping it) changes nothing: the
+    same loss, gradients for every parameter and input, and running statistics, in float64."""
+    torch.manual_seed(0)
+    fused = online("repvgg_a0").double().train()
+    randomize_bn_(fused, torch.randn(4, 3, 32, 32, dtype=torch.float64))
+    fused.train()
+    plain = _plain_bn_relu(copy.deepcopy(fused))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fused, plain = fused.to(memory_format=fmt), plain.to(memory_format=fmt)
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64).contiguous(memory_format=fmt)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    for model, xi in zip((fused, plain), xs):
+        F.cross_entropy(model(xi), torch.arange(4)).backward()
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    for (name, a), b in zip(fused.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_training_keeps_one_activation_per_block():
+    """Autograd keeps one activation-sized tensor per online block (the BN input; the block's output is
+    rebuilt from it), as for the fused network, against three per block in the standard form."""
+    def activations_kept(model, x):
+        sizes, params = {}, {p.data_ptr() for p in model.parameters()}
+
+        def pack(t):
+            if t.data_ptr() not in params and t.dim() == 4:  # activations (not kernels, not statistics)
+                sizes[t.untyped_storage().data_ptr()] = t.shape
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(x).sum().backward()
+        return len(sizes)
+
+    def blocks(model):
+        return sum(isinstance(m, (OnlineRepVGGBlock, RepVGGBlock)) for m in model.modules())
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    std = plainnet.create_model("repvgg_a0", num_classes=5, small_input=True).train()
+    model, deploy = online("repvgg_a0").train(), plainnet.reparameterize(copy.deepcopy(std)).train()
+    n = blocks(model)
+    assert activations_kept(model, x) == activations_kept(deploy, x) <= n + 1  # + the input image
+    assert activations_kept(_plain_bn_relu(copy.deepcopy(model)), x) >= 2 * n
+    assert activations_kept(std, x) >= 3 * n
 
 
 def test_online_bf16_autocast_runs_in_bf16_and_keeps_fp32_gradients():

@@ -6,8 +6,12 @@ scale, which keeps the three branches linear, so their sum *is* one 3x3 convolut
 ``s3*W3 + pad(s1*W1) + si*I``; one BatchNorm follows it. Training then runs one convolution per block,
 as the fused network does, instead of two convolutions, three BatchNorms and two sums.
 
-The merged convolution is its own autograd function: it keeps only its input for the backward pass and
-rebuilds the kernel there (a weight-sized sum, cheap), instead of storing a kernel per block.
+Two autograd functions keep training memory at the fused network's: one activation per block.
+
+* The merged convolution keeps only its input for the backward pass and rebuilds the kernel there (a
+  weight-sized sum, cheap), instead of storing a kernel per block.
+* BatchNorm + ReLU keep only the BN's input: the ReLU's output, which the next block's convolution needs
+  for its weight gradient, is recomputed from it there (one elementwise pass) instead of being kept.
 """
 
 from __future__ import annotations
@@ -19,17 +23,27 @@ import torch
 from torch import nn
 
 from .blocks import ActLayer, NormLayer, Reparameterizable, RepVGGBlock, SqueezeExcite, deploy_conv
-from .fusion import fuse_conv_bn, identity_kernel, pad_kernel_to
+from .fusion import fuse_conv_bn
 
 __all__ = ["OnlineRepVGGBlock", "merged_kernel"]
 
 
+def _identity_index(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output channel, its own input channel within its group): where the identity kernel holds 1."""
+    out = torch.arange(kernel.shape[0], device=kernel.device)
+    return out, out % kernel.shape[1]
+
+
 def merged_kernel(w3: torch.Tensor, w1: torch.Tensor, s3: torch.Tensor, s1: torch.Tensor,
-                  si: torch.Tensor | None, eye: torch.Tensor | None) -> torch.Tensor:
-    """``s3*W3 + pad(s1*W1) + si*I``: the one 3x3 kernel equal to the three scaled branches."""
-    kernel = w3 * s3.view(-1, 1, 1, 1) + pad_kernel_to(w1 * s1.view(-1, 1, 1, 1), 3)
+                  si: torch.Tensor | None) -> torch.Tensor:
+    """``s3*W3 + pad(s1*W1) + si*I``: the one 3x3 kernel equal to the three scaled branches (one pass
+    over the kernel; the 1x1 and identity terms are added at its centre)."""
+    kernel = w3 * s3.view(-1, 1, 1, 1)
+    centre = kernel[:, :, 1, 1]
+    centre += w1[:, :, 0, 0] * s1.view(-1, 1)
     if si is not None:
-        kernel = kernel + eye.to(w3.dtype) * si.view(-1, 1, 1, 1)
+        out, own = _identity_index(kernel)
+        centre[out, own] += si
     return kernel
 
 
@@ -47,37 +61,108 @@ def _like(kernel: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Te
         memory_format=torch.channels_last) else kernel
 
 
-class _MergedConv(torch.autograd.Function):
-    """``conv3x3(x, merged_kernel(...))`` that saves only ``x`` (and the parameters) for backward."""
+def _rows(w: torch.Tensor) -> torch.Tensor:
+    """A kernel as one row per output channel, without a copy where it is contiguous or channels_last."""
+    if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+        w = w.permute(0, 2, 3, 1)
+    return w.reshape(w.shape[0], -1)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum((1, 2, 3))`` in one pass over the two kernels (no product tensor)."""
+    if a.stride() != b.stride():
+        b = b.contiguous(memory_format=torch.channels_last) if a.is_contiguous(
+            memory_format=torch.channels_last) and not a.is_contiguous() else b.contiguous()
+    return torch.linalg.vecdot(_rows(a), _rows(b))
+
+
+class _Recompute:
+    """How to rebuild ``relu(bn(c))`` from the BN's input ``c`` and its per-channel affine map (the
+    output tensor carries it, so the next convolution can keep ``c`` instead of the output)."""
+
+    def __init__(self, c: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> None:
+        self.c, self.gain, self.shift = c, gain, shift
+        self.output: torch.Tensor | None = None  # rebuilt once in backward, for the BN's own backward
+
+    def rebuild(self) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        y = torch.addcmul(self.shift.view(shape), self.c, self.gain.view(shape)).relu_().to(self.c.dtype)
+        self.output = y
+        return y
+
+
+class _BatchNormReLU(torch.autograd.Function):
+    """``relu(batch_norm(c))`` in training mode that saves only ``c`` (which the BN needs anyway)."""
 
     @staticmethod
-    def forward(ctx, x, w3, w1, s3, s1, si, eye, stride: int, groups: int):
+    def forward(ctx, c, weight, bias, running_mean, running_var, momentum: float, eps: float):
+        z, mean, invstd = torch.native_batch_norm(c, weight, bias, running_mean, running_var, True, momentum, eps)
+        y = z.relu_()
+        gain = (weight * invstd).detach()
+        ctx.recompute = _Recompute(c, gain, (bias - mean * gain).detach())
+        ctx.save_for_backward(c, weight, mean, invstd)
+        ctx.eps = eps
+        y.plainnet_recompute = ctx.recompute
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        c, weight, mean, invstd = ctx.saved_tensors
+        recompute, ctx.recompute = ctx.recompute, None
+        y = recompute.output if recompute.output is not None else recompute.rebuild()
+        recompute.output = None
+        grad_z = torch.ops.aten.threshold_backward(grad_y, y, 0)
+        del y  # before the BN's backward allocates its gradient
+        grad_c, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            grad_z, c, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3]))
+        return grad_c, grad_w, grad_b, None, None, None, None
+
+
+def _batch_norm_relu(bn: nn.BatchNorm2d, c: torch.Tensor) -> torch.Tensor:
+    """:class:`_BatchNormReLU` with ``bn``'s running-statistics bookkeeping (as ``nn.BatchNorm2d``)."""
+    momentum = bn.momentum
+    if bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    return _BatchNormReLU.apply(c, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum or 0.0, bn.eps)
+
+
+class _MergedConv(torch.autograd.Function):
+    """``conv3x3(x, merged_kernel(...))`` that saves only ``x`` (and the parameters) for backward, or,
+    where ``x`` came out of :class:`_BatchNormReLU`, only what ``x`` is rebuilt from."""
+
+    @staticmethod
+    def forward(ctx, x, w3, w1, s3, s1, si, stride: int, groups: int):
         device = x.device.type
         autocast = device in AUTOCAST_DEVICES and torch.is_autocast_enabled(device)
         dtype = torch.get_autocast_dtype(device) if autocast else x.dtype
         xc = x.to(dtype)
         with _no_autocast(device):
-            kernel = _like(merged_kernel(w3, w1, s3, s1, si, eye), xc, dtype)
+            kernel = _like(merged_kernel(w3, w1, s3, s1, si), xc, dtype)
             y = torch.ops.aten.convolution(xc, kernel, None, [stride] * 2, [1, 1], [1, 1], False, [0, 0], groups)
-        ctx.save_for_backward(xc, w3, w1, s3, s1, si, eye)
+        ctx.recompute = getattr(xc, "plainnet_recompute", None)
+        ctx.save_for_backward(ctx.recompute.c if ctx.recompute else xc, w3, w1, s3, s1, si)
         ctx.stride, ctx.groups, ctx.x_dtype = stride, groups, x.dtype
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        xc, w3, w1, s3, s1, si, eye = ctx.saved_tensors
+        xc, w3, w1, s3, s1, si = ctx.saved_tensors
+        if ctx.recompute is not None:
+            xc, ctx.recompute = ctx.recompute.rebuild(), None
         with torch.no_grad(), _no_autocast(xc.device.type):
-            kernel = _like(merged_kernel(w3, w1, s3, s1, si, eye), xc, xc.dtype)
+            kernel = _like(merged_kernel(w3, w1, s3, s1, si), xc, xc.dtype)
             grad_x, grad_k, _ = torch.ops.aten.convolution_backward(
                 grad_y.to(xc.dtype), xc, kernel, None, [ctx.stride] * 2, [1, 1], [1, 1], False, [0, 0],
                 ctx.groups, [ctx.needs_input_grad[0], True, False])
             grad_k = grad_k.to(w3.dtype)
-            centre = grad_k[:, :, 1:2, 1:2]
+            centre = grad_k[:, :, 1, 1]
             grads = [grad_x.to(ctx.x_dtype) if grad_x is not None else None,
-                     grad_k * s3.view(-1, 1, 1, 1), centre * s1.view(-1, 1, 1, 1),
-                     (grad_k * w3).sum((1, 2, 3)), (centre * w1).sum((1, 2, 3)),
-                     (grad_k * eye.to(w3.dtype)).sum((1, 2, 3)) if si is not None else None]
-        return (*grads, None, None, None)
+                     grad_k * s3.view(-1, 1, 1, 1), (centre * s1.view(-1, 1))[:, :, None, None],
+                     _rowdot(grad_k, w3), (centre * w1[:, :, 0, 0]).sum(1),
+                     centre[_identity_index(grad_k)] if si is not None else None]
+        return (*grads, None, None)
 
 
 class OnlineRepVGGBlock(Reparameterizable):
@@ -118,9 +203,6 @@ class OnlineRepVGGBlock(Reparameterizable):
             self.scale_1x1 = nn.Parameter(torch.ones(out_chs))
             has_identity = in_chs == out_chs and stride == 1
             self.scale_identity = nn.Parameter(torch.ones(out_chs)) if has_identity else None
-            # the identity branch's fixed kernel (not saved: it is always the same)
-            self.register_buffer("identity", identity_kernel(out_chs, groups, 3) if has_identity else None,
-                                 persistent=False)
             self.bn = norm_layer(out_chs)
         self.se = SqueezeExcite(out_chs, out_chs // se_ratio) if use_se else nn.Identity()
         self.nonlinearity = act_layer()
@@ -128,15 +210,23 @@ class OnlineRepVGGBlock(Reparameterizable):
     def merged_kernel(self) -> torch.Tensor:
         """The one 3x3 kernel of the three branches (before the BN)."""
         return merged_kernel(self.weight_3x3, self.weight_1x1, self.scale_3x3, self.scale_1x1,
-                             self.scale_identity, self.identity)
+                             self.scale_identity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deployed:
             y = self.rbr_reparam(x)
         else:
-            y = self.bn(_MergedConv.apply(x, self.weight_3x3, self.weight_1x1, self.scale_3x3, self.scale_1x1,
-                                          self.scale_identity, self.identity, self.stride, self.groups))
+            y = _MergedConv.apply(x, self.weight_3x3, self.weight_1x1, self.scale_3x3, self.scale_1x1,
+                                  self.scale_identity, self.stride, self.groups)
+            if self.training and self._bn_relu_fusable():
+                return _batch_norm_relu(self.bn, y)
+            y = self.bn(y)
         return self.nonlinearity(self.se(y))
+
+    def _bn_relu_fusable(self) -> bool:
+        """BN and ReLU directly after each other (no SE between): one function keeps only the BN input."""
+        return (type(self.bn) is nn.BatchNorm2d and self.bn.affine and isinstance(self.se, nn.Identity)
+                and type(self.nonlinearity) is nn.ReLU)
 
     def fused_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight, bias)`` of the 3x3 conv equal to this block before SE and activation."""
@@ -180,5 +270,4 @@ class OnlineRepVGGBlock(Reparameterizable):
         weight, bias = self.fused_kernel()
         self.rbr_reparam = deploy_conv(weight, bias, self.stride, self.groups, like=self.weight_3x3)
         del self.weight_3x3, self.weight_1x1, self.scale_3x3, self.scale_1x1, self.scale_identity, self.bn
-        del self.identity
         self.deployed = True
