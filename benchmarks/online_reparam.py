@@ -163,6 +163,7 @@ def speed(args) -> None:
 
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    torch.backends.cudnn.benchmark = cuda  # as training on a GPU runs (each form gets its fastest kernels)
     precisions = ["fp32"] + (["bf16"] if cuda or cpu_supports_bf16() else [])
     rows = []
     for precision in precisions:
@@ -220,7 +221,8 @@ def _mean_spread(values: list[float]) -> str:
 def accuracy(args) -> None:
     import tempfile
 
-    data = {"potato": str(SHARED / "potato"), "cifar10": str(SHARED / "cifar10")}
+    root = Path(args.data_root) if args.data_root else SHARED
+    data = {"potato": str(root / "potato"), "cifar10": str(root / "cifar10")}
     rows = []
     for dataset in args.data:
         results: dict[str, list[dict]] = {"standard": [], "online": []}
@@ -242,8 +244,9 @@ def accuracy(args) -> None:
         rows.append((dataset, results))
     what = f"{args.epochs} epochs" if args.epochs else f"{args.budget:g}-minute budget"
     lines = [f"## online-reparam-accuracy: standard vs online RepVGG-A0, {what}", "",
-             f"`plainnet train DATA --model repvgg_a0 --model.train_form FORM --train.budget_minutes "
-             f"{args.budget:g}` (the whole command, recipe automatic), seeds 0-{args.seeds - 1} (training seed; "
+             "`plainnet train DATA --model repvgg_a0 --model.train_form FORM "
+             + (f"--epochs {args.epochs}" if args.epochs else f"--train.budget_minutes {args.budget:g}")
+             + f"` (the whole command, recipe automatic), seeds 0-{args.seeds - 1} (training seed; "
              "the split is fixed), the two forms interleaved within each seed. Held-out accuracy: mean ± half "
              "the range (each seed).", "",
              "| data | form | held-out accuracy | epochs run | wall time |", "|---|---|---|---|---|"]
@@ -270,6 +273,7 @@ def main() -> None:
     a.add_argument("--epochs", type=int, default=0, help="fixed epochs instead of the budget's")
     a.add_argument("--seeds", type=int, default=3)
     a.add_argument("--data", nargs="+", default=["potato", "cifar10"])
+    a.add_argument("--data-root", default="", help="folder holding potato/ and cifar10/ (default ../shared/datasets)")
     args = ap.parse_args()
     speed(args) if args.part == "speed" else accuracy(args)
 
