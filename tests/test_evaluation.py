@@ -205,6 +205,8 @@ def test_report_renders_in_a_real_browser(run, tmp_path):
             "Potato___Early_blight", "Potato___Late_blight", "Potato___healthy"]
         cards = driver.find_element("id", "summary").text
         assert "held-out top-1 accuracy" in cards
+        diagram = driver.find_element("id", "diagram")  # the trained model's architecture figure
+        assert diagram.get_attribute("src").startswith("data:image/svg+xml") and diagram.size["width"] > 100
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
         assert driver.execute_script("return document.body.scrollWidth <= window.innerWidth + 1")

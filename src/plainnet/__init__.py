@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FeatureExtractor": "plainnet.models",
     "create_model": "plainnet.models",
+    "draw": "plainnet.models.draw",
     "list_models": "plainnet.models",
     "load_model": "plainnet.models",
     "load_weights": "plainnet.models",
@@ -35,6 +36,7 @@ __all__ = [
     "RunConfig",
     "build_report",
     "create_model",
+    "draw",
     "evaluate",
     "list_models",
     "load_inference_model",
@@ -62,6 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
+    from .models.draw import draw
     from .models.reparam import reparameterize, verify_equivalence
     from .config import RunConfig
     from .engine.train import train

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from . import (bench, compress, demo, distill, doctor, evaluate, export, models, predict, prune, quantize, report,
-               summary, train)
+from . import (bench, compress, demo, distill, doctor, draw, evaluate, export, models, predict, prune, quantize,
+               report, summary, train)
 from ._app import run_app
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-for module in (models, summary, train, evaluate, predict, report, export, quantize, bench, prune, distill,
+for module in (models, summary, draw, train, evaluate, predict, report, export, quantize, bench, prune, distill,
                compress, demo, doctor):
     module.register(app)
 

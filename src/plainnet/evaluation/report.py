@@ -146,6 +146,7 @@ footer { color:var(--muted); font-size:13px; padding:10px 0 40px; }
   <h2>Model</h2>
   <table><thead><tr><th></th><th class="num">parameters</th><th class="num">MACs at {{ image_size }} px</th><th class="num">activations / image</th></tr></thead>
   <tbody>{% for row in model_rows %}<tr><td>{{ row.form }}</td><td class="num">{{ row.params }}</td><td class="num">{{ row.macs }}</td><td class="num">{{ row.act }}</td></tr>{% endfor %}</tbody></table>
+  {% if diagram_svg %}<img class="fig" id="diagram" src="{{ diagram_svg }}" alt="architecture diagram of the trained model">{% endif %}
 </section>
 
 <section id="config">
@@ -237,6 +238,20 @@ def _model_rows(best: Path, image_size: int) -> list[dict]:
     return rows
 
 
+def _diagram(best: Path, image_size: int) -> str:
+    """The trained model's architecture figure (both forms for a RepVGG still in its training form), as
+    an SVG data URI."""
+    from ..models import is_deployed, load_model
+    from ..models.draw import draw
+
+    model = load_model(best)
+    both = (getattr(model, "arch", None) or {}).get("name", "").startswith("repvgg") and not is_deployed(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = draw(model, Path(tmp) / "model.svg", input_size=image_size, form="both" if both else "train",
+                    style="blocks")
+        return _data_uri(path.read_bytes(), "image/svg+xml")
+
+
 def _environment(results: dict, history: list[dict]) -> list[tuple[str, str]]:
     import torch
 
@@ -293,6 +308,7 @@ def build_report(run_dir: str | Path, *, samples_per_class: int = 6) -> Path:
                 for k, v in ev.get("test_time_augmentation", {}).items()]
     image_size = int(config.data.image_size)
     model_rows = _model_rows(best, image_size)
+    diagram_svg = _diagram(best, image_size)
     cards = [
         {"label": "held-out top-1 accuracy", "value": f"{ev['top1']:.2%}"},
         {"label": "balanced accuracy", "value": f"{ev['balanced_accuracy']:.2%}"},
@@ -315,6 +331,7 @@ def build_report(run_dir: str | Path, *, samples_per_class: int = 6) -> Path:
         eval=ev, eval_source=Path(ev["model"]["source"]).name, overall=overall,
         confusion_png=_file_uri(eval_dir.confusion), misclassified_png=_file_uri(eval_dir.misclassified),
         gradcam_png=_file_uri(eval_dir.gradcam), image_size=image_size, model_rows=model_rows,
+        diagram_svg=diagram_svg,
         auto=results.get("auto", []), config_yaml=run.config_text(),
         environment=_environment(results, history), version=_version(), generated=time.strftime("%Y-%m-%d %H:%M"),
         run_dir=run_dir)
