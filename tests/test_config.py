@@ -170,12 +170,27 @@ def test_a_probe_that_fails_falls_back_to_the_cpu_flags():
     assert cfg.train.precision == "bf16" and any("estimated" in n for n in notes)
 
 
+def test_the_probe_measures_the_form_that_will_train():
+    asked = []
+
+    def probe(name, stride, size, classes, batch, precisions, layouts, **kwargs):
+        asked.append(kwargs.get("train_form", "standard"))
+        return {("fp32", True): 100.0}
+
+    machine = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30, probe=probe)
+    for form in ("standard", "online"):
+        resolve(apply_overrides(RunConfig(), {"model.name": "repvgg_a0", "model.train_form": form}), PHOTOS, machine)
+    assert asked == ["standard", "online"]
+
+
 def test_the_probe_times_real_training_steps():
     from plainnet.engine.probe import measure_train_rates
 
     rates = measure_train_rates("repvgg_a0", 8, 16, 3, 4, ("fp32", "bf16"), (True, False), seconds=0.05)
     assert set(rates) == {("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)}
     assert all(r > 0 for r in rates.values())
+    online = measure_train_rates("repvgg_a0", 8, 16, 3, 4, ("fp32",), (True,), seconds=0.05, train_form="online")
+    assert online[("fp32", True)] > 0
 
 
 def test_each_choice_is_declared_once_and_every_implementation_covers_it():

@@ -17,15 +17,18 @@ __all__ = ["measure_train_rates"]
 
 def measure_train_rates(name: str, output_stride: int | None, image_size: int, num_classes: int, batch: int,
                         precisions: tuple[str, ...], layouts: tuple[bool, ...] = (True,),
-                        seconds: float = 1.0) -> dict[tuple[str, bool], float]:
+                        seconds: float = 1.0, train_form: str = "standard") -> dict[tuple[str, bool], float]:
     """Training images/s (forward, backward, SGD step) for each CPU precision in ``precisions`` ("fp32",
     "bf16") and memory layout in ``layouts`` (``True``: channels_last), keyed ``(precision,
     channels_last)``: one warm-up step each, then three interleaved rounds of about ``seconds / 3`` per
-    combination (at least one step each); the median step time of each."""
+    combination (at least one step each); the median step time of each. ``train_form``: RepVGG's
+    training form (the online form trains faster than the standard one)."""
     from ..deploy.bench import Runner, run_bench
     from ..models import create_model
 
     kwargs = {} if output_stride is None else {"output_stride": output_stride}
+    if train_form != "standard":
+        kwargs["train_form"] = train_form
     model = create_model(name, num_classes=num_classes, **kwargs).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
     # The run's batch, up to the pixels of 16 images at 96 px (which keeps an emulated-bf16 step short);

@@ -69,7 +69,7 @@ class Machine:
     cores: int
     memory_bytes: int
     #: Measures training images/s on this CPU: ``probe(name, output_stride, image_size, num_classes,
-    #: batch, precisions, layouts) -> {(precision, channels_last): img/s}``
+    #: batch, precisions, layouts[, train_form=]) -> {(precision, channels_last): img/s}``
     #: (:func:`plainnet.engine.probe.measure_train_rates`). ``None``: precision from the CPU's flags,
     #: channels_last, and the speed estimated from the model's MACs.
     probe: Callable[..., dict[tuple[str, bool], float]] | None = None
@@ -216,8 +216,9 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
         stride = None if m.name.startswith(("torchvision.", "timm.")) else int(m.output_stride)
         probe_started = time.perf_counter()
         try:
+            form = {"train_form": m.train_form} if m.train_form == "online" else {}  # the form that trains
             rates = machine.probe(m.name, stride, int(d.image_size), facts.num_classes, int(d.batch_size),
-                                  precisions, layouts)
+                                  precisions, layouts, **form)
         except Exception as e:  # noqa: BLE001 - a model the probe cannot build: fall back to the estimate
             log.warning("could not measure training speed (%s); estimating it instead", e)
         probe_seconds = time.perf_counter() - probe_started
