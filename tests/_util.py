@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -136,3 +137,19 @@ def shared_tiny(where: Path, datasets_dir: Path):
 
 if __name__ == "__main__":  # conftest's background build: python _util.py WHERE DATASETS_DIR
     shared_tiny(Path(sys.argv[1]), Path(sys.argv[2]))
+
+
+def chrome():
+    """Headless Chromium through Selenium (the report and the serve page are tested in a real browser)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium and chromedriver are needed (./dev test installs the Debian packages)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)

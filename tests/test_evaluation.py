@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import plainnet
-from _util import potato_subset, run_cli
+from _util import chrome, potato_subset, run_cli
 from plainnet.errors import ConfigError
 from plainnet.evaluation.evaluate import evaluate, load_eval_data
 from plainnet.evaluation.gradcam import grad_cam
@@ -168,21 +168,6 @@ def test_eval_errors_are_one_line(run, tmp_path):
 def test_evaluate_checks_its_options_before_loading_anything(option, words, tmp_path):
     with pytest.raises(ConfigError, match=words):  # not the missing model's error: the options come first
         evaluate(tmp_path / "missing.pt", **option)
-
-def chrome():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.fail("chromium and chromedriver are needed (./dev test installs the Debian packages)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
 
 def test_report_renders_in_a_real_browser(run, tmp_path):
     proc = run_cli("report", run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import (bench, compress, demo, distill, doctor, draw, evaluate, export, models, predict, prune, quantize,
-               report, summary, train)
+               report, serve, summary, train)
 from ._app import run_app
 
 app = typer.Typer(
@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-for module in (models, summary, draw, train, evaluate, predict, report, export, quantize, bench, prune, distill,
+for module in (models, summary, draw, train, evaluate, predict, report, export, quantize, bench, serve, prune, distill,
                compress, demo, doctor):
     module.register(app)
 

@@ -27,6 +27,7 @@ often an attack than a photo. Pillow's global state (``LOAD_TRUNCATED_IMAGES``,
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -80,16 +81,18 @@ class BadImageError(DataError):
         return type(self), (self.path, self.reason)
 
 
-def load_rgb(path: str | os.PathLike, min_side: int | None = None, smallest: int = 1) -> Image.Image:
+def load_rgb(path: str | os.PathLike, min_side: int | None = None, smallest: int = 1,
+             data: bytes | None = None) -> Image.Image:
     """Decode ``path`` fully and return it upright, in mode ``"RGB"``.
 
     Args:
-        path: the image file.
+        path: the image file (with ``data``: only the name errors give it, e.g. an upload's).
         min_side: the caller will resize the shorter side to this many pixels or fewer, so a JPEG may
             be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, far cheaper than a full decode
             and a resize) as long as its shorter side stays >= ``min_side``. Other formats and
             ``None`` decode at full size.
         smallest: images with a side shorter than this many pixels are refused as too small.
+        data: the file's bytes (an upload), decoded instead of reading ``path``.
 
     Raises:
         BadImageError: the file is missing, empty, not an image, truncated, too large (Pillow's
@@ -99,7 +102,7 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None, smallest: int
         raise ConfigError(f"min_side must be a positive number of pixels, got {min_side}")
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             if min(im.size) < smallest:
                 raise BadImageError(path, f"too small: {im.size[0]}x{im.size[1]} px (at least {smallest} px a side)")
             if min_side is not None and im.format == "JPEG":
@@ -116,7 +119,8 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None, smallest: int
     except PermissionError:
         raise BadImageError(path, "permission denied") from None
     except UnidentifiedImageError:
-        raise BadImageError(path, "empty file" if _is_empty(path) else "not an image") from None
+        empty = not data if data is not None else _is_empty(path)
+        raise BadImageError(path, "empty file" if empty else "not an image") from None
     except Image.DecompressionBombError:
         raise BadImageError(path, f"too large: over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
                                   "(a decompression bomb, or far more pixels than training needs: downscale it)") from None
@@ -126,7 +130,8 @@ def load_rgb(path: str | os.PathLike, min_side: int | None = None, smallest: int
         raise BadImageError(path, reason[:200]) from None
 
 
-def load_rgb_array(path: str | os.PathLike, size: int, crop_ratio: float = 1.0, smallest: int = 1) -> np.ndarray:
+def load_rgb_array(path: str | os.PathLike, size: int, crop_ratio: float = 1.0, smallest: int = 1,
+                   data: bytes | None = None) -> np.ndarray:
     """A ``(size, size, 3)`` uint8 array: shorter side resized to ``round(size / crop_ratio)``, then
     a centred ``size`` x ``size`` crop (the usual evaluation transform; ``crop_ratio=0.875`` is the
     ImageNet 224-of-256 convention).
@@ -139,7 +144,7 @@ def load_rgb_array(path: str | os.PathLike, size: int, crop_ratio: float = 1.0, 
     if not 0 < crop_ratio <= 1:
         raise ConfigError(f"crop_ratio must be in (0, 1], got {crop_ratio}")
     side = round(size / crop_ratio)
-    im = load_rgb(path, min_side=side, smallest=smallest)
+    im = load_rgb(path, min_side=side, smallest=smallest, data=data)
     w, h = im.size
     scale = side / min(w, h)
     new_size = (max(side, round(w * scale)), max(side, round(h * scale)))

@@ -92,13 +92,15 @@ class InferenceModel:
         return normalize(center_crop(images, p.image_size), p.mean, p.std)
 
 
-def read_image(path: str | Path, preprocess: Preprocess) -> torch.Tensor:
-    """One file -> uint8 ``(3, side, side)``: shorter side resized to ``preprocess.resize_to`` and
-    center-cropped square, exactly as the training cache stores it (so eval and predict match training's
-    validation). Raises :class:`~plainnet.data.images.BadImageError` for unreadable files."""
+def read_image(path: str | Path, preprocess: Preprocess, data: bytes | None = None) -> torch.Tensor:
+    """One file (or, with ``data``, its bytes) -> uint8 ``(3, side, side)``: shorter side resized to
+    ``preprocess.resize_to`` and center-cropped square, exactly as the training cache stores it (so eval,
+    predict and serve match training's validation). Raises
+    :class:`~plainnet.data.images.BadImageError` for unreadable images."""
     from ..data.images import load_rgb_array
 
-    return torch.from_numpy(np.ascontiguousarray(load_rgb_array(path, preprocess.resize_to))).permute(2, 0, 1)
+    array = load_rgb_array(path, preprocess.resize_to, data=data)
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 
 def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -> InferenceModel:

@@ -1,0 +1,155 @@
+"""Load test of ``plainnet serve`` on the loopback: dynamic batching against ``--max-batch 1``.
+
+N concurrent clients send real potato photos (one image per request) until M images are answered;
+every answer is checked against ``plainnet predict`` on the same file (top class, probability within
+1e-4). Both servers run side by side (an idle one costs nothing); the configurations alternate, round by
+round; throughput and latency percentiles are medians over rounds. Bounded: loopback only, a fixed
+request count, and a time limit per round after which the round stops itself.
+
+    python benchmarks/serve_load.py RUN_OR_MODEL [--clients 32] [--images 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED, write_section  # noqa: E402
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(model: str, max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "plainnet", "serve", model, "--port", str(port),
+                             "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server failed: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("server not ready in 120 s")
+
+
+def _round(url: str, photos: list[tuple[Path, bytes]], clients: int, total: int, limit_s: float,
+           expected: dict[str, tuple[str, float]]) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors, mismatches, next_index = [0], [0], [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + limit_s
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as session:
+            while time.monotonic() < stop_at:
+                with lock:
+                    i = next_index[0]
+                    if i >= total:
+                        return
+                    next_index[0] += 1
+                path, data = photos[i % len(photos)]
+                start = time.perf_counter()
+                try:
+                    r = session.post(f"{url}/v1/predict", files=[("file", (path.name, data, "image/jpeg"))])
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if not ok:
+                        errors[0] += 1
+                        continue
+                    latencies.append(elapsed)
+                    top = r.json()["predictions"][0]["top_k"][0]
+                    want = expected[path.name]
+                    if top["class"] != want[0] or abs(top["probability"] - want[1]) > 1e-4:
+                        mismatches[0] += 1
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {"answered": len(latencies), "errors": errors[0], "mismatches": mismatches[0], "img_s": len(latencies) / wall,
+            "p50": q[49], "p99": q[98]}
+
+
+def main() -> None:
+    import torch
+
+    from plainnet.evaluation.inference import load_inference_model
+    from plainnet.evaluation.predict import predict_files
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--limit-s", type=float, default=300.0, help="a round stops itself after this long")
+    args = ap.parse_args()
+
+    root = SHARED / "potato"
+    paths = [p for c in sorted(root.iterdir()) for p in sorted(c.iterdir())[:100]]
+    photos = [(p, p.read_bytes()) for p in paths]
+    reference = predict_files(load_inference_model(args.model), paths, top_k=1)["predictions"]
+    expected = {Path(r["path"]).name: (r["top_k"][0]["class"], r["top_k"][0]["probability"]) for r in reference}
+    configs = {"dynamic batching (--max-batch 32)": 32, "--max-batch 1": 1}
+    servers = {name: _start(args.model, b, args.max_wait_ms) for name, b in configs.items()}
+    results: dict[str, list[dict]] = {name: [] for name in configs}
+    try:
+        for _ in range(args.rounds):
+            for name, (_, url) in servers.items():
+                results[name].append(_round(url, photos, args.clients, args.images, args.limit_s, expected))
+                print(name, results[name][-1], flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(30)
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[name])
+
+    base = "--max-batch 1"
+    lines = ["## serve-load: `plainnet serve` under concurrent clients, dynamic batching vs --max-batch 1", "",
+             f"{args.clients} concurrent clients on the loopback, one real potato photo per request, {args.images} "
+             f"images per round, {args.rounds} rounds alternating the two servers (medians); every answer checked "
+             f"against `plainnet predict` on the same file. Model: `{args.model}`. The clients share the "
+             f"machine's {os.cpu_count()} cores with the server; torch {torch.__version__}.", "",
+             "| server | answered | errors | mismatches vs predict | images/s | vs --max-batch 1 | p50 latency | "
+             "p99 latency | p99 / p50 |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in configs:
+        answered = sum(r["answered"] for r in results[name])
+        lines.append(f"| {name} | {answered} | {sum(r['errors'] for r in results[name])} | "
+                     f"{sum(r['mismatches'] for r in results[name])} | {med(name, 'img_s'):.1f} | "
+                     f"**{med(name, 'img_s') / med(base, 'img_s'):.2f}×** | {med(name, 'p50') * 1000:.0f} ms | "
+                     f"{med(name, 'p99') * 1000:.0f} ms | {med(name, 'p99') / med(name, 'p50'):.2f} |")
+    write_section("serve-load", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
