@@ -116,7 +116,10 @@ def main() -> None:
     root = SHARED / "potato"
     paths = [p for c in sorted(root.iterdir()) for p in sorted(c.iterdir())[:100]]
     photos = [(p, p.read_bytes()) for p in paths]
-    reference = predict_files(load_inference_model(args.model), paths, top_k=1)["predictions"]
+    loaded = load_inference_model(args.model)
+    reference = predict_files(loaded, paths, top_k=1)["predictions"]
+    described = (f"{((loaded.config or {}).get('model') or {}).get('name', loaded.source.stem)} "
+                 f"({loaded.form} form, {loaded.preprocess.image_size} px, {len(loaded.classes)} classes)")
     expected = {Path(r["path"]).name: (r["top_k"][0]["class"], r["top_k"][0]["probability"]) for r in reference}
     configs = {"dynamic batching (--max-batch 32)": 32, "--max-batch 1": 1}
     servers = {name: _start(args.model, b, args.max_wait_ms) for name, b in configs.items()}
@@ -138,7 +141,7 @@ def main() -> None:
     lines = ["## serve-load: `plainnet serve` under concurrent clients, dynamic batching vs --max-batch 1", "",
              f"{args.clients} concurrent clients on the loopback, one real potato photo per request, {args.images} "
              f"images per round, {args.rounds} rounds alternating the two servers (medians); every answer checked "
-             f"against `plainnet predict` on the same file. Model: `{args.model}`. The clients share the "
+             f"against `plainnet predict` on the same file. Model: {described}. The clients share the "
              f"machine's {os.cpu_count()} cores with the server; torch {torch.__version__}.", "",
              "| server | answered | errors | mismatches vs predict | images/s | vs --max-batch 1 | p50 latency | "
              "p99 latency | p99 / p50 |", "|---|---|---|---|---|---|---|---|---|"]
