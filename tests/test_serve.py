@@ -171,11 +171,24 @@ def test_bad_input_gets_a_one_line_4xx_and_the_server_stays_up(server, images):
     assert metric(httpx.get(f"{url}/metrics").text, "plainnet_errors_total") >= len(cases)
 
 
+def test_grad_cam_overlay_of_an_upload(server, images):
+    from PIL import Image
+
+    url, model = server
+    png = httpx.post(f"{url}/v1/explain", files=[("file", (images[0].name, images[0].read_bytes()))], timeout=60)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(png.content)) as im:
+        assert im.size == (model.preprocess.image_size,) * 2 and im.mode == "RGB"
+    bad = httpx.post(f"{url}/v1/explain", files=[("file", ("x.txt", b"words"))])
+    assert bad.status_code == 422 and "not an image" in bad.json()["error"]
+
+
 def test_model_info_health_metrics_and_openapi(server):
     url, model = server
     info = httpx.get(f"{url}/v1/model").json()
     assert info["classes"] == model.classes and info["input_size"] == model.preprocess.image_size
     assert info["backend"] == "torch" and info["form"] == model.form and info["params"] > 0 and info["version"]
+    assert info["explain"] is True
     assert httpx.get(f"{url}/readyz").json() == {"ready": True}
     metrics = httpx.get(f"{url}/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -183,7 +196,7 @@ def test_model_info_health_metrics_and_openapi(server):
                  "plainnet_batch_size_bucket", "plainnet_queue_depth"):
         assert name in metrics.text, name
     api = httpx.get(f"{url}/openapi.json").json()
-    assert {"/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics"} <= set(api["paths"])
+    assert {"/v1/predict", "/v1/explain", "/v1/model", "/healthz", "/readyz", "/metrics"} <= set(api["paths"])
 
 
 def test_the_page_predicts_an_uploaded_photo_in_chromium(server, images):
@@ -202,6 +215,9 @@ def test_the_page_predicts_an_uploaded_photo_in_chromium(server, images):
         result = WebDriverWait(driver, 30).until(lambda d: d.find_elements("css selector", ".result"))[0]
         assert result.get_attribute("data-predicted") == expected
         assert expected in result.text and "%" in result.text
+        overlay = result.find_element("css selector", "img.overlay")  # Grad-CAM beside the photo
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", overlay))
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()

@@ -20,6 +20,7 @@ import base64
 import binascii
 import io
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class BatchQueue:
         self.on_batch = on_batch
         self.queue: asyncio.Queue = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self.lock = threading.Lock()  # one model call at a time (a Grad-CAM request takes it too)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -88,8 +90,20 @@ class BatchQueue:
         return list(await asyncio.gather(*futures))
 
     def _infer(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             return self.model(self.model.prepare(batch)).float().softmax(1).cpu()
+
+    def explain(self, image: torch.Tensor) -> bytes:
+        """A Grad-CAM overlay of one image, as PNG bytes (PyTorch models only)."""
+        from PIL import Image
+
+        from ..evaluation.evaluate import explain_images
+
+        with self.lock:
+            overlay = explain_images(self.model, image[None])[0]
+        buf = io.BytesIO()
+        Image.fromarray(overlay).save(buf, format="PNG")
+        return buf.getvalue()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,7 +171,7 @@ def _model_info(model: InferenceModel) -> dict:
     return {"name": name, "source": str(model.source), "classes": list(model.classes),
             "input_size": model.preprocess.image_size, "preprocess": model.preprocess.to_dict(),
             "form": model.form, "backend": "onnxruntime" if model.session is not None else "torch",
-            "params": params, "version": __version__}
+            "params": params, "explain": model.module is not None, "version": __version__}
 
 
 def load_for_serving(path: str | Path, backend: str = "auto") -> InferenceModel:
@@ -262,6 +276,15 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
     @app.get("/", response_class=HTMLResponse)
     async def page():
         return PAGE.read_text()
+
+    @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}}})
+    async def explain(request: Request):
+        """Grad-CAM heat-map over one image (multipart field ``file``), as a PNG; PyTorch models only."""
+        if model.module is None:
+            raise ClientError(409, "Grad-CAM needs a PyTorch model (a run or checkpoint), not an ONNX or .pt2 file")
+        uploads, _ = await _read_request(request, options)
+        image = await asyncio.to_thread(_decode, *uploads[0], model, options)
+        return Response(await asyncio.to_thread(queue.explain, image), media_type="image/png")
 
     @app.post("/v1/predict")
     async def predict(request: Request):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import platform
 import tempfile
@@ -22,6 +23,8 @@ import numpy as np
 from ..config import RunConfig
 from ..files import atomic_write_text
 from ..run_dir import RunDir
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_report"]
 
@@ -238,18 +241,22 @@ def _model_rows(best: Path, image_size: int) -> list[dict]:
     return rows
 
 
-def _diagram(best: Path, image_size: int) -> str:
+def _diagram(best: Path, image_size: int) -> str | None:
     """The trained model's architecture figure (both forms for a RepVGG still in its training form), as
     an SVG data URI."""
     from ..models import is_deployed, load_model
     from ..models.draw import draw
 
-    model = load_model(best)
-    both = (getattr(model, "arch", None) or {}).get("name", "").startswith("repvgg") and not is_deployed(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = draw(model, Path(tmp) / "model.svg", input_size=image_size, form="both" if both else "train",
-                    style="blocks")
-        return _data_uri(path.read_bytes(), "image/svg+xml")
+    try:
+        model = load_model(best)
+        both = (getattr(model, "arch", None) or {}).get("name", "").startswith("repvgg") and not is_deployed(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = draw(model, Path(tmp) / "model.svg", input_size=image_size, form="both" if both else "train",
+                        style="blocks")
+            return _data_uri(path.read_bytes(), "image/svg+xml")
+    except Exception as e:  # noqa: BLE001 - a figure the drawing cannot make leaves the report without it
+        log.warning("no architecture diagram in the report: %s", e)
+        return None
 
 
 def _environment(results: dict, history: list[dict]) -> list[tuple[str, str]]:
