@@ -101,3 +101,23 @@ def test_deploy_structure_is_built_directly():
     convs = [m for m in fused.modules() if isinstance(m, nn.Conv2d)]
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.bias is not None for c in convs)
     assert sorted({c.groups for c in convs}) == [1, 4]
+
+
+def test_equivalence_is_checked_in_true_fp32_on_cuda():
+    """TF32 convolutions (cuDNN's default) differ from fp32 by ~1e-3 on an H100: measured, a fused
+    RepVGG-A0 'differed' by 1.3e-3 with TF32 and 1.2e-6 without. The check turns it off, then restores."""
+    model = create_model("repvgg_a0", num_classes=3, small_input=True)
+    seen = []
+
+    def candidate(x):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return model(x)
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        verify_equivalence(model, candidate, torch.randn(2, 3, 32, 32))
+        assert seen == [(False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -8,6 +8,8 @@ models on the same inputs and raises past a tolerance, instead of printing it.
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 from dataclasses import dataclass
 
@@ -66,6 +68,17 @@ def default_tolerance(dtype: torch.dtype) -> float:
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def _no_tf32():
+    """cuDNN convolutions and CUDA matmuls in full fp32 inside, the settings restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def verify_equivalence(
     reference: nn.Module,
     candidate: nn.Module | callable,
@@ -77,13 +90,16 @@ def verify_equivalence(
     relative error exceeds ``rtol`` (default: by the inputs' dtype, 1e-5 for fp32).
 
     Both modules are put in eval mode. ``candidate`` may be any callable (an ONNX session wrapper...).
+    On CUDA both run in true fp32: TF32 convolutions (cuDNN's default, ~1e-3 relative error on an H100)
+    would hide or fake a difference of the fusion itself.
     """
     tol = default_tolerance(inputs.dtype) if rtol is None else rtol
     reference.eval()
     if isinstance(candidate, nn.Module):
         candidate.eval()
-    ref = reference(inputs).float()
-    out = torch.as_tensor(candidate(inputs)).float().to(ref.device)
+    with _no_tf32():
+        ref = reference(inputs).float()
+        out = torch.as_tensor(candidate(inputs)).float().to(ref.device)
     if out.shape != ref.shape:
         raise EquivalenceError(f"output shapes differ: {tuple(out.shape)} vs {tuple(ref.shape)}")
     if not torch.isfinite(out).all():
