@@ -108,7 +108,7 @@ class _BatchNormReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         c, weight, mean, invstd = ctx.saved_tensors
-        recompute, ctx.recompute = ctx.recompute, None
+        recompute = ctx.recompute  # kept: a second backward (retain_graph) rebuilds again
         y = recompute.output if recompute.output is not None else recompute.rebuild()
         recompute.output = None
         grad_z = torch.ops.aten.threshold_backward(grad_y, y, 0)
@@ -149,8 +149,8 @@ class _MergedConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         xc, w3, w1, s3, s1, si = ctx.saved_tensors
-        if ctx.recompute is not None:
-            xc, ctx.recompute = ctx.recompute.rebuild(), None
+        if ctx.recompute is not None:  # the input was not kept: rebuild it from the BN input
+            xc = ctx.recompute.rebuild()
         with torch.no_grad(), _no_autocast(xc.device.type):
             kernel = _like(merged_kernel(w3, w1, s3, s1, si), xc, xc.dtype)
             grad_x, grad_k, _ = torch.ops.aten.convolution_backward(
