@@ -168,7 +168,11 @@ def test_bad_input_gets_a_one_line_4xx_and_the_server_stays_up(server, images):
     assert mixed.status_code == 200  # a bad file among good ones fails alone, as in plainnet predict
     assert [r["ok"] for r in mixed.json()["predictions"]] == [True, False]
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-    assert metric(httpx.get(f"{url}/metrics").text, "plainnet_errors_total") >= len(cases)
+    for i in range(3):  # unknown paths: 404, counted under one label (no label per URL a client invents)
+        assert httpx.get(f"{url}/no/such/{i}").status_code == 404
+    metrics = httpx.get(f"{url}/metrics").text
+    assert metric(metrics, "plainnet_errors_total") >= len(cases) + 3 and "/no/such" not in metrics
+    assert 'plainnet_errors_total{path="other"} 3.0' in metrics
 
 
 def test_grad_cam_overlay_of_an_upload(server, images):

@@ -171,7 +171,12 @@ def _model_info(model: InferenceModel) -> dict:
     return {"name": name, "source": str(model.source), "classes": list(model.classes),
             "input_size": model.preprocess.image_size, "preprocess": model.preprocess.to_dict(),
             "form": model.form, "backend": "onnxruntime" if model.session is not None else "torch",
-            "params": params, "explain": model.module is not None, "version": __version__}
+            "params": params, "explain": _can_explain(model), "version": __version__}
+
+
+def _can_explain(model: InferenceModel) -> bool:
+    """Grad-CAM needs the PyTorch model as built (a run or checkpoint), not an exported program."""
+    return model.module is not None and model.form in ("train", "deploy")
 
 
 def load_for_serving(path: str | Path, backend: str = "auto") -> InferenceModel:
@@ -231,6 +236,9 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
     app = FastAPI(title="plainnet", version=_model_info(model)["version"], lifespan=lifespan,
                   description=f"Image classifier: {', '.join(model.classes)}")
 
+    routes = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/explain", "/openapi.json",
+              "/docs"}
+
     @app.middleware("http")
     async def measure(request: Request, call_next):
         start = time.perf_counter()
@@ -239,7 +247,7 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
             response = _error(413, f"request body over this server's limit of {options.max_body_bytes:,} bytes")
         else:
             response = await call_next(request)
-        path = request.url.path
+        path = request.url.path if request.url.path in routes else "other"  # bounded label values
         requests.labels(path, str(response.status_code)).inc()
         if response.status_code >= 400:
             errors.labels(path).inc()
@@ -280,7 +288,7 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
     @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}}})
     async def explain(request: Request):
         """Grad-CAM heat-map over one image (multipart field ``file``), as a PNG; PyTorch models only."""
-        if model.module is None:
+        if not _can_explain(model):
             raise ClientError(409, "Grad-CAM needs a PyTorch model (a run or checkpoint), not an ONNX or .pt2 file")
         uploads, _ = await _read_request(request, options)
         image = await asyncio.to_thread(_decode, *uploads[0], model, options)
