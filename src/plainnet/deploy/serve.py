@@ -30,7 +30,7 @@ from fastapi import Request  # at module level: FastAPI reads the endpoints' ann
 
 from ..data.images import BadImageError
 from ..evaluation.inference import InferenceModel, read_image
-from ..evaluation.predict import SCHEMA
+from ..evaluation.predict import SCHEMA, top_k_entries
 
 __all__ = ["ServeOptions", "BatchQueue", "create_app"]
 
@@ -155,10 +155,8 @@ def _decode(name: str, data: bytes, model: InferenceModel, options: ServeOptions
     if width * height > options.max_pixels:
         raise ClientError(413, f"{name}: {width}x{height} px is over this server's limit of "
                                f"{options.max_pixels:,} pixels per image")
-    if width and min(width, height) < options.min_side:
-        raise ClientError(422, f"{name}: too small: {width}x{height} px (at least {options.min_side} px a side)")
     try:
-        return read_image(name, model.preprocess, data=data)
+        return read_image(name, model.preprocess, data=data, smallest=options.min_side)
     except BadImageError as e:
         raise ClientError(413 if e.reason.startswith("too large") else 422, f"{name}: {e.reason}") from None
 
@@ -311,10 +309,7 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
         records = [{"path": name, "ok": False, "error": str(im).split(": ", 1)[-1]}
                    for (name, _), im in zip(uploads, images)]
         for i, row in zip(good, probs):
-            values, indices = row.topk(k)
-            records[i] = {"path": uploads[i][0], "ok": True, "top_k": [
-                {"class": model.classes[c], "index": c, "probability": round(v, 6)}
-                for v, c in zip(values.tolist(), indices.tolist())]}
+            records[i] = {"path": uploads[i][0], "ok": True, "top_k": top_k_entries(model.classes, row, k)}
         return {"schema": SCHEMA, "model": str(model.source), "classes": list(model.classes), "top_k": k,
                 "predictions": records}
 

@@ -92,14 +92,16 @@ class InferenceModel:
         return normalize(center_crop(images, p.image_size), p.mean, p.std)
 
 
-def read_image(path: str | Path, preprocess: Preprocess, data: bytes | None = None) -> torch.Tensor:
+def read_image(path: str | Path, preprocess: Preprocess, data: bytes | None = None,
+               smallest: int = 1) -> torch.Tensor:
     """One file (or, with ``data``, its bytes) -> uint8 ``(3, side, side)``: shorter side resized to
     ``preprocess.resize_to`` and center-cropped square, exactly as the training cache stores it (so eval,
     predict and serve match training's validation). Raises
-    :class:`~plainnet.data.images.BadImageError` for unreadable images."""
+    :class:`~plainnet.data.images.BadImageError` for unreadable images (and, with ``smallest``, for
+    images with a side shorter than that many pixels)."""
     from ..data.images import load_rgb_array
 
-    array = load_rgb_array(path, preprocess.resize_to, data=data)
+    array = load_rgb_array(path, preprocess.resize_to, smallest=smallest, data=data)
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
 
 

@@ -20,7 +20,7 @@ from ..data.folder import display_path
 from ..data.images import BadImageError, list_images
 from .inference import InferenceModel, read_image
 
-__all__ = ["SCHEMA", "expand_inputs", "predict_files"]
+__all__ = ["SCHEMA", "expand_inputs", "predict_files", "top_k_entries"]
 
 SCHEMA = "plainnet.predictions/v1"
 
@@ -60,17 +60,22 @@ def predict_files(model: InferenceModel, paths: list[Path], *, top_k: int = 3, b
             continue
         batch = torch.stack(images)
         probs = model(model.prepare(batch)).softmax(1)
-        values, indices = probs.topk(k, dim=1)
         overlays = (_explain(model, batch, explain_dir, [paths[i] for i in good]) if explain_dir
                     else [None] * len(good))
-        for i, vals, idxs, overlay in zip(good, values.tolist(), indices.tolist(), overlays):
-            record = {"path": display_path(paths[i]), "ok": True, "top_k": [
-                {"class": model.classes[c], "index": c, "probability": round(v, 6)} for v, c in zip(vals, idxs)]}
+        for i, row, overlay in zip(good, probs, overlays):
+            record = {"path": display_path(paths[i]), "ok": True, "top_k": top_k_entries(model.classes, row, k)}
             if overlay is not None:
                 record["explanation"] = display_path(overlay)
             records[i] = record
     return {"schema": SCHEMA, "model": str(model.source), "classes": list(model.classes), "top_k": k,
             "predictions": records}
+
+
+def top_k_entries(classes: list[str], probs: torch.Tensor, k: int) -> list[dict]:
+    """One image's ``k`` most probable classes, as the schema's ``top_k`` entries."""
+    values, indices = probs.topk(k)
+    return [{"class": classes[c], "index": c, "probability": round(v, 6)}
+            for v, c in zip(values.tolist(), indices.tolist())]
 
 
 def _explain(model: InferenceModel, batch: torch.Tensor, out_dir: Path, paths: list[Path]) -> list[Path]:
