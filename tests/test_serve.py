@@ -4,6 +4,7 @@ one ``plainnet serve`` subprocess), the page in headless Chromium, and every kin
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from _util import chrome, run_cli
 from plainnet.deploy.serve import ServeOptions, create_app, load_for_serving
@@ -55,20 +57,44 @@ def images(datasets_dir) -> list[Path]:
     return [p for c in sorted(root.iterdir()) for p in sorted(c.iterdir())[:2]]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_run):
+@contextlib.contextmanager
+def serving(path: Path, backend: str = "auto"):
+    """The app serving ``path``, in this process (a uvicorn thread) on a free loopback port."""
     import uvicorn
 
-    model = load_for_serving(tiny_run)
+    model = load_for_serving(path, backend)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(model, LIMITS), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url)
-    yield url, model
-    srv.should_exit = True
-    thread.join(15)
+    try:
+        wait_ready(url)
+        yield url, model
+    finally:
+        srv.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    with serving(tiny_run) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory) -> dict[str, Path]:
+    """The tiny run exported to ONNX and to .pt2, any batch size, classes and preprocessing inside."""
+    from plainnet.deploy.export import export_onnx, export_pt2
+    from plainnet.evaluation.inference import load_inference_model
+
+    loaded = load_inference_model(tiny_run)
+    folder = tmp_path_factory.mktemp("exported")
+    side = loaded.preprocess.image_size
+    example = torch.rand(2, 3, side, side)
+    meta = {"classes": loaded.classes, "preprocess": loaded.preprocess.to_dict()}
+    return {"onnx": export_onnx(loaded.module, folder / "tiny.onnx", example, metadata=meta, dynamic_batch=True).path,
+            "pt2": export_pt2(loaded.module, folder / "tiny.pt2", example, metadata=meta, dynamic_batch=True).path}
 
 
 def post_files(url: str, paths: list[Path], **data) -> httpx.Response:
@@ -266,3 +292,65 @@ def test_plainnet_serve_subprocess_end_to_end(tiny_run, images):
             proc.kill()
     missing = run_cli("serve", tiny_run / "nothing.pt")
     assert missing.code != 0 and "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def assert_answers_like_predict(url: str, model, images: list[Path]) -> None:
+    expected = {Path(r["path"]).name: r["top_k"][0] for r in predict_files(model, images, top_k=1)["predictions"]}
+    with ThreadPoolExecutor(6) as pool:  # concurrently, so that they share model calls
+        responses = list(pool.map(lambda p: post_files(url, [p], top_k="1"), images))
+    for response in responses:
+        assert response.status_code == 200, response.text
+        (record,) = response.json()["predictions"]
+        want = expected[record["path"]]
+        assert record["top_k"][0]["class"] == want["class"]
+        assert record["top_k"][0]["probability"] == pytest.approx(want["probability"], abs=1e-4)
+
+
+@pytest.mark.parametrize("form", ["onnx", "pt2"])
+def test_exported_forms_are_served_like_predict(exported, images, form):
+    with serving(exported[form]) as (url, model):
+        assert_answers_like_predict(url, model, images)
+        info = httpx.get(f"{url}/v1/model").json()
+        assert info["backend"] == ("onnxruntime" if form == "onnx" else "torch") and info["explain"] is False
+        assert info["classes"] == model.classes and info["input_size"] == model.preprocess.image_size
+        refused = httpx.post(f"{url}/v1/explain", files=[("file", (images[0].name, images[0].read_bytes()))])
+        assert refused.status_code == 409 and "Grad-CAM needs a PyTorch model" in refused.json()["error"]
+
+
+def test_backend_must_match_the_file(tiny_run, exported):
+    from plainnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="export it first"):
+        load_for_serving(tiny_run, "onnxruntime")
+    with pytest.raises(ConfigError, match="serve a checkpoint"):
+        load_for_serving(exported["onnx"], "torch")
+    assert load_for_serving(exported["onnx"], "onnxruntime").session is not None
+
+
+def test_serve_with_two_worker_processes(exported, images):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "plainnet", "serve", str(exported["onnx"]), "--port", str(port),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(url, proc=proc)
+        deadline = time.monotonic() + 60  # both workers load the model; /readyz answered by one of them
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        from plainnet.evaluation.inference import load_inference_model
+
+        assert_answers_like_predict(url, load_inference_model(exported["onnx"]), images * 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # no worker left behind
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes uvicorn started (not multiprocessing's resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
