@@ -202,3 +202,30 @@ def test_each_choice_is_declared_once_and_every_implementation_covers_it():
     assert TTA_MODES is CHOICES["augment.tta"] and set(HEADS) | {""} == set(CHOICES["model.head"])
     with pytest.raises(ConfigError, match="augment.preset"):
         apply_overrides(RunConfig(), {"augment.preset": "rotate"})
+
+
+def test_fine_tuning_choices():
+    photos = DataFacts(num_train=300, num_classes=3, class_counts=(100, 100, 100), typical_side=256)
+    fast = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
+                   probe=lambda *a, **k: {(p, cl): 200.0 for p in ("fp32", "bf16") for cl in (True, False)})
+    scratch, _ = resolve(RunConfig(), photos, fast)
+    tuned, notes = resolve(apply_overrides(RunConfig(), {"model.pretrained": "imagenet"}), photos, fast)
+    assert scratch.train.epochs > 15 and tuned.train.epochs == 15  # the budget fits more; fine-tuning stops at 15
+    assert any(n.startswith("epochs=15 (") and "fine-tuning: at most 15 epochs" in n for n in notes)
+    assert tuned.optim.lr == pytest.approx(scratch.optim.lr / 10)
+    assert (scratch.model.backbone_lr_scale, tuned.model.backbone_lr_scale) == (1.0, 0.1)
+    assert (scratch.model.freeze_epochs, tuned.model.freeze_epochs) == (0, 1)
+    assert tuned.schedule.warmup_epochs == 1.5 < scratch.schedule.warmup_epochs
+    for field in ("lr", "backbone_lr_scale", "freeze_epochs", "warmup_epochs"):
+        assert any(n.startswith(f"{field}=") and "fine-tuning" in n for n in notes), field
+    assert tuned.model.output_stride == 32 and tuned.data.crop_ratio == 0.875
+    gpu, gpu_notes = resolve(apply_overrides(RunConfig(), {"model.pretrained": "imagenet", "model.name": "repvgg_d2se"}),
+                             photos, GPU)
+    assert gpu.data.image_size == 320 and gpu.data.crop_ratio == 1.0  # the published weights' preprocessing
+    assert "image_size=320 (the pretrained weights' input size)" in gpu_notes and gpu.train.epochs == 15
+    few, few_notes = resolve(apply_overrides(RunConfig(), {"model.pretrained": "imagenet", "train.epochs": "3"}),
+                             photos, fast)
+    assert few.model.freeze_epochs == 0  # no epoch to spare for the head alone
+    assert "freeze_epochs=0 (fine-tuning in fewer than 4 epochs: every layer from the start)" in few_notes
+    with pytest.raises(ConfigError, match="no published ImageNet weights for vgg16_dws"):
+        resolve(apply_overrides(RunConfig(), {"model.pretrained": "imagenet", "model.name": "vgg16_dws"}), photos, fast)

@@ -162,6 +162,58 @@ def test_finetune_distill_and_ema_from_a_trained_run(tiny, tmp_path):
     assert not torch.equal(last[key], ckpt[f"model.{key}"])
 
 
+def test_fine_tuning_logs_its_choices_and_trains_the_head_alone_first(tiny, tmp_path):
+    """A "pretrained" model from a local file: the automatic fine-tuning choices are logged, and during
+    the head-only epoch nothing but the head changes (BatchNorm statistics included)."""
+    data = str(digits_folder(tmp_path / "digits", 20))
+    result = plainnet.train(data=data, model="repvgg_a0", epochs=1, overrides={
+        **QUIET, "train.runs_dir": str(tmp_path), "data.image_size": "16", "model.output_stride": "16",
+        "augment.preset": "shift", "model.pretrained": str(tiny.best_checkpoint), "model.freeze_epochs": "1"})
+    log = (result.run_dir / "train.log").read_text()
+    for choice in ("auto: backbone_lr_scale=0.1 (fine-tuning", "fine-tuning; sgd at batch",
+                   "auto: warmup_epochs=0.5 (fine-tuning: short warm-up", "fine-tuning from "):
+        assert choice in log, choice
+    source = plainnet.load_model(tiny.best_checkpoint).state_dict()
+    tuned = plainnet.load_model(result.best_checkpoint).state_dict()
+    assert source.keys() == tuned.keys()
+    for key in source:
+        if key.startswith("linear."):
+            assert tuned[key].shape[0] == 10  # the new 10-class head, trained
+        else:
+            assert torch.equal(source[key], tuned[key]), f"{key} changed during the head-only epoch"
+
+
+def test_distillation_from_a_teacher_named_with_imagenet_weights(tmp_path, monkeypatch):
+    """``--distill.teacher repvgg_a0:imagenet``: the teacher is fine-tuned from its published weights (a
+    Hugging Face cache populated here) on the same data first, then the student distils from it."""
+    import huggingface_hub.constants
+    from safetensors.torch import save
+
+    from test_pretrained import _hf_cache
+
+    timm = pytest.importorskip("timm", reason="timm is a test dependency ([test] extra)")
+    published = timm.create_model("repvgg_a0")
+    _hf_cache(tmp_path / "hf", "timm/repvgg_a0.rvgg_in1k", "model.safetensors", save(published.state_dict()))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    data = str(digits_folder(tmp_path / "digits", 20))
+    student = plainnet.train(data=data, model="repvgg_a0", epochs=1, overrides={
+        **QUIET, "train.runs_dir": str(tmp_path), "train.name": "student", "data.image_size": "32",
+        "augment.preset": "shift", "distill.teacher": "repvgg_a0:imagenet"})
+    teacher_dir = tmp_path / "student-teacher"
+    assert student.run_dir == tmp_path / "student"
+    config = yaml.safe_load((student.run_dir / "config.yaml").read_text())
+    assert config["distill"]["teacher"] == str(teacher_dir)
+    teacher_config = yaml.safe_load((teacher_dir / "config.yaml").read_text())
+    assert teacher_config["model"]["pretrained"] == "imagenet" and teacher_config["model"]["output_stride"] == 32
+    assert "fine-tuning from the ImageNet weights of repvgg_a0" in (teacher_dir / "train.log").read_text()
+    tuned = plainnet.load_model(teacher_dir / "best.pt")
+    assert tuned.linear.out_features == 10
+    start = published.state_dict()["stem.conv_kxk.conv.weight"]
+    moved = (tuned.stage0.rbr_dense.conv.weight - start).norm() / start.norm()
+    assert 0 < moved < 0.2  # fine-tuned from the published stem, not trained from a fresh one
+
+
 def test_torchvision_backbone_and_cifar_python_batches(tmp_path, datasets_dir):
     from plainnet.data.cifar import write_cifar_batches
 

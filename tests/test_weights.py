@@ -179,8 +179,8 @@ def test_pretrained_offline_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(WeightsError, match=r"place vgg16-397923af\.pth .* at .*hub/checkpoints/vgg16-397923af\.pth"):
         create_model("vgg16", pretrained=True)
-    with pytest.raises(WeightsError, match="weights=PATH"):
-        create_model("repvgg_a0", pretrained=True)
+    with pytest.raises(WeightsError, match="no published ImageNet weights for vgg16_dws"):
+        create_model("vgg16_dws", pretrained=True)
 
 
 def test_pretrained_from_hub_cache_with_new_head(tmp_path, monkeypatch):

@@ -87,7 +87,9 @@ class AugmentConfig:
 class ModelConfig:
     #: A plainnet model (``plainnet models``), ``torchvision.NAME`` or ``timm.NAME``.
     name: str = AUTO
-    #: A local checkpoint (any dialect) to fine-tune from; the head is replaced for the class count.
+    #: Fine-tune from ``imagenet`` (the published weights of ``name``, downloaded and cached: see
+    #: ``plainnet models --pretrained``) or from a local checkpoint (any dialect); the head is replaced
+    #: for the class count.
     pretrained: str = ""
     #: Total downsampling of plainnet models: 32 (photos), 16 or 8 (small images keep spatial detail).
     output_stride: int | str = AUTO
@@ -99,8 +101,11 @@ class ModelConfig:
     train_form: str = AUTO
     #: Freeze the stem and the first N stages (fine-tuning).
     freeze_stages: int = 0
-    #: Learning-rate factor for the pretrained backbone (the head gets the full rate).
-    backbone_lr_scale: float = 1.0
+    #: Train only the head for the first N epochs, then everything (fine-tuning); auto: 1 when pretrained.
+    freeze_epochs: int | str = AUTO
+    #: Learning-rate factor for the pretrained backbone (the head gets the full rate); auto: 0.1 when
+    #: pretrained, else 1.
+    backbone_lr_scale: float | str = AUTO
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,8 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    #: A plainnet checkpoint (``best.pt``, a run directory) of the teacher; empty disables distillation.
+    #: A plainnet checkpoint (``best.pt``, a run directory) of the teacher, or ``NAME:imagenet`` (NAME
+    #: fine-tuned from its published ImageNet weights on the same data first); empty: no distillation.
     teacher: str = ""
     #: Softening temperature. 2 rather than Hinton's 4: plainnet's teachers are trained with label
     #: smoothing, which already flattens their outputs (Mueller et al. 2019, arXiv:1906.02629). Measured
@@ -268,6 +274,7 @@ RANGES = {
     "augment.random_erasing": (0.0, 1.0, False, False),
     "model.drop_rate": (0.0, 1.0, False, True),
     "model.freeze_stages": (0, 5, False, False),
+    "model.freeze_epochs": (0, None, False, False),
     "model.backbone_lr_scale": (0.0, None, False, False),
     "optim.lr": (0.0, None, True, False),
     "optim.momentum": (0.0, 1.0, False, True),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from ._app import quiet_lightning
@@ -16,7 +14,8 @@ def register(app: typer.Typer) -> None:
 
 def distill_command(
     ctx: typer.Context,
-    teacher: Path = typer.Option(..., "--teacher", "-t", help="Teacher: run directory or plainnet checkpoint."),
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher: run directory, plainnet checkpoint, or "
+                                "NAME:imagenet (NAME fine-tuned from its ImageNet weights on this data first)."),
     student: str = typer.Option(..., "--student", "-s", help="Student model name, e.g. repvgg_a0 or vgg16_dws."),
     data: str = typer.Option(..., "--data", "-d"),
     epochs: int = typer.Option(0, "--epochs", "-e"),
@@ -31,7 +30,7 @@ def distill_command(
     from ._render import print_result, write_report
 
     quiet_lightning()
-    overrides = {"data.path": data, "model.name": student, "distill.teacher": str(teacher),
+    overrides = {"data.path": data, "model.name": student, "distill.teacher": teacher,
                  "distill.temperature": str(temperature), "distill.alpha": str(alpha),
                  **parse_override_args(list(ctx.args))}
     if epochs:

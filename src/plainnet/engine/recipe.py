@@ -32,6 +32,8 @@ CPU_TRAIN_MACS_PER_S = 60e9
 #: Share of the time budget planned for validation, the final scoring and the report.
 RESERVE_SHARE = 0.05
 MIN_EPOCHS, MAX_EPOCHS = 5, 100
+#: Fine-tuning pretrained weights: more epochs than this rarely help (the features are already learned).
+FINETUNE_MAX_EPOCHS = 15
 #: When fewer epochs than this fit the budget at the automatic image size, photos train smaller (8 px at a
 #: time, down to MIN_BUDGET_SIZE): more epochs at a lower resolution, as FFCV's short ImageNet schedules do.
 ENOUGH_EPOCHS = 10
@@ -141,6 +143,15 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     # (a CPU's precision is chosen below, measured once the model, size and batch are known)
     m = pick(m, "name", "repvgg_a0", "fast and accurate plain network; fuses to one 3x3 conv per layer")
 
+    finetune = bool(m.pretrained)
+    published = None  # the preprocessing of the published weights being fine-tuned
+    if m.pretrained == "imagenet":
+        from ..models.pretrained import pretrained_preprocess
+
+        published = pretrained_preprocess(m.name)
+        if published is None:
+            raise ConfigError(f"model.pretrained imagenet: no published ImageNet weights for {m.name} "
+                              "(plainnet models --pretrained lists those that have)")
     small = facts.typical_side <= 64
     size_auto, start_auto = d.image_size == AUTO, d.start_size == AUTO
     if small:
@@ -148,12 +159,18 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
         side = facts.typical_side * 2 if facts.typical_side < 16 else facts.typical_side
         size = max(16, int(math.ceil(side / 8) * 8))
         why = f"images are ~{facts.typical_side} px"
+    elif published and gpu:
+        size, why = published["image_size"], "the pretrained weights' input size"
     else:
         size = 224 if gpu else 96
         why = "GPU" if gpu else "CPU budget: 96 px keeps ~99% of the accuracy at a fraction of 224 px cost"
+        if published:
+            why += f" (the weights were trained at {published['image_size']} px)"
     d = pick(d, "image_size", size, why)
     # The trunk's last feature map should stay >= 2x2: 16 px -> stride 8, 32 px -> 16, 64 px+ -> 32.
     stride = min(32, max(8, 2 ** int(math.log2(max(int(d.image_size) // 2, 1)))))
+    if published and m.name.startswith("repvgg"):  # the published network's strides: its identity branches
+        m = pick(m, "output_stride", 32, "as the pretrained network (its blocks' identity branches depend on it)")
     m = pick(m, "output_stride", stride, f"{int(d.image_size) // stride}x{int(d.image_size) // stride} final "
              "feature map")
     # Progressive resizing for photos on a CPU trained at 64 px or more (below, 2/3 of the side leaves
@@ -161,6 +178,8 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     resize = not (small or gpu) and int(d.image_size) >= 64
     d = pick(d, "start_size", *_start_size(int(d.image_size)) if resize else (int(d.image_size), "no "
              "progressive resizing"))
+    if published and not small:
+        d = pick(d, "crop_ratio", published["crop_ratio"], "as the pretrained weights were evaluated")
     d = pick(d, "crop_ratio", 1.0 if small else 0.875, "no border to crop on tiny images" if small else "standard")
     a = pick(a, "preset", "crop", "random translation + horizontal flip")
     a = pick(a, "tta", "flips" if a.preset == "rot" else "hflip", "flip test-time augmentation")
@@ -190,7 +209,8 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
 
     plain_vgg = _is_plain_vgg(m.name)
     fc_vgg = _is_vgg(m.name) and m.head != "gap"
-    finetune = bool(m.pretrained)
+    m = pick(m, "backbone_lr_scale", 0.1 if finetune else 1.0, "fine-tuning: the pretrained backbone learns at "
+             "0.1x the new head's rate" if finetune else "training from scratch: one rate")
     base_lr = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}.get(o.name, 0.1)
     if plain_vgg or fc_vgg:
         # No BN, or 4096-wide fully connected layers without BN: at 0.1 these diverge (measured: vgg11_bn
@@ -265,13 +285,28 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
                 d = replace(d, image_size=full, start_size=start)
             cost = mean_cost(start, full, measured_at)
             epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, fit(start, full))))
+            capped = finetune and epochs > FINETUNE_MAX_EPOCHS
+            epochs = min(epochs, FINETUNE_MAX_EPOCHS) if capped else epochs
             why = (f"{t.budget_minutes:g} min budget: {seconds:.0f} s of training at ~{rate:.0f} img/s "
                    f"({'measured' if rates else 'estimated'} at {measured_at} px) for {facts.num_train} images")
             if cost < 1:
                 why += f", {cost:.2f}x that cost per epoch at the sizes trained"
+            if capped:
+                why += f"; fine-tuning: at most {FINETUNE_MAX_EPOCHS} epochs, the rest of the budget unused"
+        if gpu and finetune:
+            epochs, why = min(epochs, FINETUNE_MAX_EPOCHS), f"fine-tuning on a GPU: {FINETUNE_MAX_EPOCHS} epochs"
         t = pick(t, "epochs", epochs, why)
-    warm = (0.25 if s.name == "onecycle" else 0.05) * int(t.epochs)
-    s = pick(s, "warmup_epochs", max(2.0 if plain_vgg else 0.0, round(warm, 2)), "gradual start")
+    head_first = finetune and int(t.epochs) >= 4  # one epoch of the head alone costs at most a quarter
+    m = pick(m, "freeze_epochs", 1 if head_first else 0, "fine-tuning: the new head learns alone for the first "
+             "epoch, so its random start does not disturb the pretrained features" if head_first else
+             "fine-tuning in fewer than 4 epochs: every layer from the start" if finetune else
+             "training from scratch")
+    if finetune:  # after the head-only epochs, a short ramp: the pretrained weights need no long warm-up
+        warm, why = float(m.freeze_epochs) + 0.5, "fine-tuning: short warm-up after the head-only epochs"
+    else:
+        warm = (0.25 if s.name == "onecycle" else 0.05) * int(t.epochs)
+        warm, why = max(2.0 if plain_vgg else 0.0, round(warm, 2)), "gradual start"
+    s = pick(s, "warmup_epochs", round(min(warm, int(t.epochs) / 2), 2), why)
     t = pick(t, "ema", 0.0, "off")
     t = pick(t, "devices", 1, "one process")
     return replace(cfg, data=d, augment=a, model=m, optim=o, schedule=s, train=t), notes

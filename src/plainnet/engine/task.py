@@ -9,6 +9,7 @@ arXiv:1503.02531 (KL divergence at temperature T, scaled by T^2, plus cross-entr
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 
@@ -22,6 +23,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..models.reparam import reparameterize
 from ..config import DistillConfig, OptimConfig, ScheduleConfig
 from .schedule import Schedule
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ClassificationTask", "param_groups", "distillation_loss"]
 
@@ -87,6 +90,8 @@ class ClassificationTask(L.LightningModule):
         ema_decay: EMA decay of the weights (0: off). Validation then scores the averaged weights.
         teacher: a frozen teacher network for distillation, or ``None``.
         backbone_lr_scale, head_name, frozen: fine-tuning options.
+        head_only_epochs: fine-tuning: only the head (``head_name``) trains for these first epochs; the
+            rest of the network is frozen, BatchNorm statistics included.
         seed: reseeds the global RNG at each epoch start (dropout, MixUp), so a resumed run repeats
             the interrupted epoch exactly.
         fuse_for_eval: validate a re-parameterized copy of the weights (faster; off for compiled models).
@@ -97,19 +102,20 @@ class ClassificationTask(L.LightningModule):
                  ema_decay: float = 0.0, teacher: nn.Module | None = None,
                  distill: DistillConfig | None = None, backbone_lr_scale: float = 1.0,
                  head_name: str | None = None, frozen: list[str] | tuple[str, ...] = (), seed: int = 0,
-                 fuse_for_eval: bool = True) -> None:
+                 fuse_for_eval: bool = True, head_only_epochs: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters({
             "num_classes": num_classes, "optim": asdict(optim), "schedule": asdict(schedule), "lr": lr,
             "epochs": epochs, "label_smoothing": label_smoothing, "ema_decay": ema_decay,
             "distill": asdict(distill) if distill else None, "backbone_lr_scale": backbone_lr_scale,
-            "seed": seed,
+            "seed": seed, "head_only_epochs": head_only_epochs,
         })
         self.model = model
         self.optim_cfg, self.schedule_cfg, self.distill_cfg = optim, schedule, distill
         self.lr, self.epochs, self.seed = lr, epochs, seed
         self.label_smoothing, self.backbone_lr_scale, self.head_name = label_smoothing, backbone_lr_scale, head_name
         self.frozen = tuple(frozen)
+        self.head_only_epochs = head_only_epochs if head_name else 0
         self.register_buffer("class_weights", class_weights if class_weights is not None else None,
                              persistent=False)
         self.ema = (AveragedModel(model, multi_avg_fn=_ema_update(ema_decay), use_buffers=True).requires_grad_(False)
@@ -141,7 +147,28 @@ class ClassificationTask(L.LightningModule):
         torch.manual_seed(self.seed * 1_000_003 + self.current_epoch)
         for name in self.frozen:  # frozen stages keep their BN statistics too
             self.model.get_submodule(name).eval()
+        if self.head_only_epochs:
+            self._train_head_only(self.current_epoch < self.head_only_epochs)
         self.epoch_start, self.epoch_images, self.train_seconds = time.perf_counter(), 0, None
+
+    def _train_head_only(self, head_only: bool) -> None:
+        """Freeze (or release) everything but the head; the optimizer holds every parameter throughout
+        (a frozen one has no gradient, so it is not stepped or decayed)."""
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper: the model inside
+        if self.trainer.world_size > 1:  # DDP registers the parameters that need gradients once, at the start
+            if self.current_epoch == 0:
+                log.warning("model.freeze_epochs is ignored with %d processes: every layer trains from the start",
+                            self.trainer.world_size)
+            return
+        if not hasattr(self, "_backbone_params"):
+            head = {id(p) for p in model.get_submodule(self.head_name).parameters()}
+            frozen = {id(p) for n in self.frozen for p in model.get_submodule(n).parameters()}
+            self._backbone_params = [p for p in model.parameters() if id(p) not in head | frozen]
+        for p in self._backbone_params:
+            p.requires_grad_(not head_only)
+        if head_only:
+            model.eval()
+            model.get_submodule(self.head_name).train()
 
     def _loss(self, logits, targets, x):
         if self._teacher:

@@ -117,10 +117,23 @@ class _RunLogFile(logging.FileHandler):
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:
+    """train.log gets plainnet's INFO messages (the automatic choices...) also when ``train()`` is called
+    from Python, where nobody set the logger's level; the level is restored by :func:`_detach_log_file`."""
     handler = _RunLogFile(RunDir(run_dir).log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("plainnet").addHandler(handler)
+    logger = logging.getLogger("plainnet")
+    handler.level_before = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
     return handler
+
+
+def _detach_log_file(handler: logging.Handler) -> None:
+    logger = logging.getLogger("plainnet")
+    logger.removeHandler(handler)
+    logger.setLevel(handler.level_before)
+    handler.close()
 
 
 # ----------------------------------------------------------------------------- model
@@ -138,6 +151,11 @@ def build_model(cfg: RunConfig, num_classes: int):
             kwargs["head"] = m.head
         if m.train_form == "online":
             kwargs["train_form"] = "online"
+    if m.pretrained == "imagenet":
+        model = create_model(m.name, num_classes=num_classes, pretrained=True, **kwargs)
+        log.info("fine-tuning from the ImageNet weights of %s (%s); new %d-class head", m.name,
+                 model.pretrained_cfg["source"], num_classes)
+        return model
     model = create_model(m.name, num_classes=num_classes, **kwargs)
     if m.pretrained:
         report = load_weights(model, m.pretrained, exclude_head=True)
@@ -290,6 +308,8 @@ def train(
         cfg = apply_overrides(cfg, {shortcuts[key]: value})
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    if resume is None and cfg.distill.teacher.endswith(":imagenet"):
+        cfg = _fine_tune_teacher(cfg, t0)
 
     # 2. Data, and every "auto" resolved from it and from this machine.
     budgeted = cfg.train.epochs == AUTO and resume is None  # the time budget bounds this command
@@ -302,8 +322,6 @@ def train(
     if cfg.train.threads:  # (before the probe: it measures what training will get)
         torch.set_num_threads(cfg.train.threads)
     cfg, notes = resolve(cfg, data_facts(source), machine, spent_seconds=time.perf_counter() - t0)
-    for note in notes:
-        log.info("auto: %s", note)
     deadline = t0 + float(cfg.train.budget_minutes) * 60 if budgeted and cfg.train.accelerator == "cpu" else None
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
@@ -318,13 +336,14 @@ def train(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handler = _attach_log_file(run_dir) if rank == 0 else None
+        for note in notes:  # (into train.log too)
+            log.info("auto: %s", note)
         try:
             with writing_into(run_dir):  # a disk that fills up mid-write names the run directory
                 return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, deadline, model_instance)
         finally:
             if handler is not None:
-                logging.getLogger("plainnet").removeHandler(handler)
-                handler.close()
+                _detach_log_file(handler)
     except BaseException as e:
         failure = e
         raise
@@ -333,6 +352,25 @@ def train(
             del os.environ["PLAINNET_RUN_DIR"]
         if failure is not None and rank == 0 and resume is None and created:
             _record_failure(run_dir, failure, time.perf_counter() - t0)
+
+
+def _fine_tune_teacher(cfg: RunConfig, t0: float) -> RunConfig:
+    """``distill.teacher NAME:imagenet``: an ImageNet model knows none of this data's classes, so NAME
+    is first fine-tuned from its published weights on the same data (its own run, ``<name>-teacher``,
+    with half of a time budget), and the student distils from that run."""
+    from ..config import DistillConfig, ModelConfig
+
+    name = cfg.distill.teacher.rpartition(":")[0]
+    student = cfg.train.name or f"{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    budget = float(cfg.train.budget_minutes)
+    log.info("distill.teacher %s: fine-tuning %s from its ImageNet weights on this data first (%s)",
+             cfg.distill.teacher, name, f"{budget / 2:g} of the {budget:g} min budget" if cfg.train.epochs == AUTO
+             else f"{cfg.train.epochs} epochs")
+    teacher = replace(cfg, model=replace(ModelConfig(), name=name, pretrained="imagenet"), distill=DistillConfig(),
+                      train=replace(cfg.train, name=f"{student}-teacher", budget_minutes=budget / 2))
+    result = train(teacher, started=t0)
+    return replace(cfg, distill=replace(cfg.distill, teacher=str(result.run_dir)),
+                   train=replace(cfg.train, name=student))
 
 
 def _check_resumable(last: Path, run_dir: Path) -> None:
@@ -387,12 +425,18 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     from ..data.datamodule import ImageDataModule
     from ..data.preprocess import Preprocess
     from .callbacks import DivergenceGuard, RunRecorder, TrainingClock
-    from .recipe import MAX_EPOCHS
+    from .recipe import FINETUNE_MAX_EPOCHS, MAX_EPOCHS
     from .scoring import score_datamodule
     from .task import ClassificationTask
 
     d, run = cfg.data, RunDir(run_dir)
-    preprocess = Preprocess(int(d.image_size), float(d.crop_ratio), IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if cfg.model.pretrained == "imagenet":  # the statistics the published weights were trained with
+        from ..models.pretrained import pretrained_preprocess
+
+        published = pretrained_preprocess(cfg.model.name)
+        mean, std = tuple(published["mean"]), tuple(published["std"])
+    preprocess = Preprocess(int(d.image_size), float(d.crop_ratio), mean, std)
     dm = ImageDataModule(source, preprocess, cfg.augment, batch_size=int(d.batch_size), seed=cfg.train.seed,
                          cache=d.cache, cache_dir=d.cache_dir, workers=int(d.workers), balance=d.balance,
                          normalize_from_data=d.normalize == "data", channels_last=bool(cfg.train.channels_last))
@@ -417,9 +461,9 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
         epochs=int(cfg.train.epochs), label_smoothing=cfg.train.label_smoothing,
         class_weights=dm.class_weights() if d.balance == "loss" else None, ema_decay=float(cfg.train.ema),
         teacher=teacher, distill=cfg.distill if teacher is not None else None,
-        backbone_lr_scale=cfg.model.backbone_lr_scale,
+        backbone_lr_scale=float(cfg.model.backbone_lr_scale),
         head_name=getattr(model, "classifier_name", None) if cfg.model.pretrained else None,
-        frozen=frozen, seed=cfg.train.seed, fuse_for_eval=not cfg.train.compile)
+        frozen=frozen, head_only_epochs=int(cfg.model.freeze_epochs), seed=cfg.train.seed, fuse_for_eval=not cfg.train.compile)
     if cfg.train.compile:
         task.model = torch.compile(model)
 
@@ -433,7 +477,8 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     views = len(tta_views(torch.zeros(1, 3, 8, 8), cfg.augment.tta))
     held_out = (dm.num_images("val") + dm.num_images("test")) / max(dm.num_images("val"), 1)
     passes = views * held_out + (1 + views if views > 1 else 1)
-    clock = TrainingClock(int(d.start_size), int(d.image_size), deadline=deadline, max_epochs=MAX_EPOCHS,
+    clock = TrainingClock(int(d.start_size), int(d.image_size), deadline=deadline,
+                          max_epochs=FINETUNE_MAX_EPOCHS if cfg.model.pretrained else MAX_EPOCHS,
                           reserve=lambda val: val * 1.5 * passes + AFTER_TRAINING_SECONDS,
                           val_every=_val_every(cfg.train), notes=notes)
     trainer = _trainer(cfg, run_dir, [clock, guard, recorder], max_epochs=int(cfg.train.epochs))

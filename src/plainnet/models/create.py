@@ -11,7 +11,8 @@ from torch import nn
 
 from ..errors import UnknownModelError, WeightsError
 from .registry import EXTERNAL_PREFIXES, build
-from .weights import detect_deploy_form, load_weights, read_state_dict, resolve_pretrained
+from .pretrained import IMAGENET, pretrained_state_dict
+from .weights import detect_deploy_form, load_weights, read_state_dict
 
 __all__ = ["create_model"]
 
@@ -33,9 +34,11 @@ def create_model(
             classifiers (randomly initialized, or from local ``weights``).
         num_classes: size of the classifier output (0: no classifier, pre-logit features).
         in_chans: input channels.
-        pretrained: load the published ImageNet weights (torchvision's files for VGG; from the torch
-            hub cache, downloaded where the network allows). With ``num_classes != 1000`` the backbone
-            is loaded and the head is new.
+        pretrained: load the published ImageNet weights (:mod:`plainnet.models.pretrained`: timm's files
+            on the Hugging Face hub for RepVGG, torchvision's for VGG and ``torchvision.NAME``, timm's own
+            for ``timm.NAME``), from the libraries' caches, downloaded where the network allows. With
+            ``num_classes != 1000`` the backbone is loaded and the head is new. The weights'
+            preprocessing is kept as ``model.pretrained_cfg``.
         weights: a checkpoint path or state dict in any dialect :func:`load_weights` reads. Its form
             (training or fused) is detected from the keys unless ``deploy`` is given.
         deploy: build the fused inference structure directly (one 3x3 conv per RepVGG block, BN folded
@@ -46,22 +49,33 @@ def create_model(
         return _external(name, num_classes, in_chans, weights=weights, pretrained=pretrained, **kwargs)
     arch = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
     if weights is not None or pretrained:
-        state = read_state_dict(weights) if weights is not None else resolve_pretrained(name)
+        source = None
+        if weights is not None:
+            state = read_state_dict(weights)
+        else:
+            state, source = pretrained_state_dict(name)
         if deploy is None:
             deploy = detect_deploy_form(state, {"name": name, **arch})
         model = build(name, deploy, **arch)
-        load_weights(model, state, exclude_head=pretrained and weights is None and num_classes != 1000)
+        load_weights(model, state, exclude_head=source is not None and num_classes != 1000)
+        if source is not None:
+            model.pretrained_cfg = {"source": source.page, "file": source.filename, "preprocess": source.preprocess}
         return model
     return build(name, bool(deploy), **arch)
 
 
 def _external(name: str, num_classes: int, in_chans: int, *, weights, pretrained: bool, **kwargs) -> nn.Module:
     """A torchvision or timm classifier by name (``torchvision.resnet50``, ``timm.convnext_tiny``), so the
-    usual baselines train and compare through the same pipeline. Never downloads: ``pretrained=True``
-    is refused, local ``weights`` are loaded strictly."""
+    usual baselines train and compare through the same pipeline. ``pretrained=True``: torchvision's
+    weights enum's ``DEFAULT`` file (through torch hub, checked, read as tensors only), or timm's own
+    ``pretrained=True``; local ``weights`` are loaded strictly."""
     library, _, model_name = name.partition(".")
+    if pretrained and weights is not None:
+        raise WeightsError(f"{name}: pass pretrained=True or weights=PATH, not both")
+    if pretrained and library == "torchvision":
+        return _torchvision_pretrained(name, num_classes, in_chans, **kwargs)
     if pretrained:
-        raise WeightsError(f"{name}: pass weights=PATH (a local checkpoint); plainnet does not download")
+        return _timm_pretrained(name, num_classes, in_chans, **kwargs)
     if library == "torchvision":
         import torchvision
 
@@ -85,4 +99,52 @@ def _external(name: str, num_classes: int, in_chans: int, *, weights, pretrained
                   **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}}
     if weights is not None:
         load_weights(model, weights)
+    return model
+
+
+def _torchvision_pretrained(name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+    model = _external(name, 1000, in_chans, weights=None, pretrained=False, **kwargs)
+    state, source = pretrained_state_dict(name)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{source.filename} does not fit {name}: {len(missing)} missing, {len(unexpected)} "
+                           f"unexpected keys (e.g. {(missing or unexpected)[0]})")
+    if num_classes != 1000:
+        head_name, head = [(n, m) for n, m in model.named_modules()
+                           if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.shape[0] == 1000][-1]
+        new = (nn.Linear(head.in_features, num_classes) if isinstance(head, nn.Linear) else
+               nn.Conv2d(head.in_channels, num_classes, head.kernel_size, head.stride, head.padding))
+        parent, _, leaf = head_name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, new.to(next(head.parameters()).dtype))
+        model.classifier_name = head_name
+        model.arch["num_classes"] = num_classes
+    model.pretrained_cfg = {"source": source.page, "file": source.filename, "preprocess": source.preprocess}
+    return model
+
+
+def _timm_pretrained(name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise UnknownModelError(f"{name} needs timm: pip install timm") from None
+    model_name = name.partition(".")[2]
+    if not timm.is_model(model_name):
+        raise UnknownModelError(f"unknown timm model {model_name!r}")
+    try:
+        model = timm.create_model(model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except Exception as e:  # noqa: BLE001 - offline, no published file, no network: one line
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        where = (f"https://huggingface.co/{cfg.hf_hub_id}" if cfg is not None and cfg.hf_hub_id else
+                 getattr(cfg, "url", None) or "timm's pretrained config")
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{name}: timm could not load its pretrained weights from {where} ({first}); "
+                           "with HF_HUB_OFFLINE=1 they must already be in the Hugging Face cache") from None
+    cfg = model.pretrained_cfg
+    model.arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans}
+    model.classifier_name = cfg.get("classifier") if isinstance(cfg.get("classifier"), str) else None
+    side = int(cfg.get("input_size", (3, 224, 224))[-1])
+    model.pretrained_cfg = {**cfg, "source": f"https://huggingface.co/{cfg.get('hf_hub_id')}",
+                            "preprocess": {"image_size": side, "crop_ratio": float(cfg.get("crop_pct", 0.875)),
+                                           "mean": list(cfg.get("mean", IMAGENET["mean"])),
+                                           "std": list(cfg.get("std", IMAGENET["std"]))}}
     return model

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..model_files import read_safetensors, read_torch_file
-from .registry import EXTERNAL_PREFIXES, build, model_entry
+from .registry import EXTERNAL_PREFIXES, build
 
 __all__ = [
     "LoadReport",
@@ -33,7 +33,6 @@ __all__ = [
     "load_weights",
     "checkpoint_form",
     "detect_deploy_form",
-    "resolve_pretrained",
     "is_deployed",
 ]
 
@@ -237,32 +236,3 @@ def _fuse_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[
     _check_strict(train, sd, ignore)
     train.load_state_dict(sd, strict=False)
     return reparameterize(train, inplace=True).state_dict()
-
-
-# ----------------------------------------------------------------------------- pretrained (ImageNet)
-
-
-def resolve_pretrained(name: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights for ``name``: torchvision's VGG files from the torch hub cache, else a download.
-
-    Offline, fails with one line naming the file to place and where.
-    """
-    entry = model_entry(name)
-    if entry.family != "vgg" or name.endswith("_dws"):
-        raise WeightsError(
-            f"no published download for {name}; pass weights=PATH with a local checkpoint "
-            "(official RepVGG, timm or plainnet keys, training or deploy form)"
-        )
-    import torchvision
-
-    url = getattr(torchvision.models, f"{name.upper()}_Weights").IMAGENET1K_V1.url
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not cache.is_file():
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(cache), progress=False)
-        except Exception:
-            raise WeightsError(
-                f"no network to download {name} weights: place {Path(url).name} (from {url}) at {cache}"
-            ) from None
-    return read_state_dict(cache)
