@@ -215,3 +215,31 @@ def test_the_standard_form_computes_the_same_and_prunes(name):
         pruned = structured_prune(model, 0.25, torch.randn(1, 3, 32, 32))
         assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in converted.parameters())
         assert plainnet.verify_equivalence(pruned, plainnet.reparameterize(pruned), x).rel <= 1e-5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_standard_form_weights_start_an_online_model_computing_the_same(name, tmp_path):
+    """Standard-form weights (ImageNet's, a checkpoint) load into an online-form model through the
+    exact eval-mode conversion (branch BN gains -> branch scales, their shifts -> the block's BN)."""
+    from plainnet.models.reparam import to_standard_form
+
+    torch.manual_seed(0)
+    standard = plainnet.create_model(name, num_classes=5, small_input=True)
+    with torch.no_grad():
+        for p in standard.parameters():
+            if p.dim() == 1:
+                p.normal_()  # BN affine parameters away from their initial values
+    randomize_bn_(standard, torch.randn(4, 3, 32, 32))
+    torch.save(standard.state_dict(), tmp_path / "standard.pt")
+    model = plainnet.create_model(name, num_classes=5, small_input=True, train_form="online",
+                                  weights=tmp_path / "standard.pt")
+    assert model.arch["train_form"] == "online" and model.train_form == "online"
+    assert not any(type(m) is RepVGGBlock for m in model.modules())
+    x = torch.randn(2, 3, 32, 32)
+    assert plainnet.verify_equivalence(standard.eval(), model.eval(), x).rel <= 1e-5
+    assert plainnet.verify_equivalence(standard, plainnet.reparameterize(model), x).rel <= 1e-5
+    back = copy.deepcopy(model)
+    to_standard_form(back)
+    assert plainnet.verify_equivalence(standard, back.eval(), x).rel <= 1e-5
+    model.train()(x).sum().backward()  # and it trains: every branch parameter gets a gradient
+    assert all(p.grad is not None for n, p in model.named_parameters() if "scale_" in n or "weight_" in n)

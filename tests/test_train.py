@@ -183,6 +183,20 @@ def test_fine_tuning_logs_its_choices_and_trains_the_head_alone_first(tiny, tmp_
             assert torch.equal(source[key], tuned[key]), f"{key} changed during the head-only epoch"
 
 
+def test_fine_tuning_standard_weights_in_the_online_form(tiny, tmp_path):
+    """A standard-form checkpoint fine-tuned with ``--model.train_form online``: converted exactly, then
+    trained in the online form (its checkpoint says so and reloads)."""
+    from plainnet.layers import OnlineRepVGGBlock
+
+    data = str(digits_folder(tmp_path / "digits", 20))
+    result = plainnet.train(data=data, model="repvgg_a0", epochs=1, overrides={
+        **QUIET, "train.runs_dir": str(tmp_path), "data.image_size": "16", "model.output_stride": "16",
+        "augment.preset": "shift", "model.pretrained": str(tiny.best_checkpoint), "model.train_form": "online"})
+    tuned = plainnet.load_model(result.best_checkpoint)
+    assert tuned.arch["train_form"] == "online" and isinstance(tuned.stage1[0], OnlineRepVGGBlock)
+    assert tuned.linear.out_features == 10
+
+
 def test_distillation_from_a_teacher_named_with_imagenet_weights(tmp_path, monkeypatch):
     """``--distill.teacher repvgg_a0:imagenet``: the teacher is fine-tuned from its published weights (a
     Hugging Face cache populated here) on the same data first, then the student distils from it."""

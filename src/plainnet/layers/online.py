@@ -263,6 +263,37 @@ class OnlineRepVGGBlock(Reparameterizable):
             block = block.to(memory_format=torch.channels_last)
         return block.train(self.training)
 
+    @classmethod
+    @torch.no_grad()
+    def from_standard(cls, block: RepVGGBlock) -> "OnlineRepVGGBlock":
+        """The online block computing the same function in eval mode as a standard block (the inverse
+        of :meth:`to_standard`): each branch keeps its kernel, its BN's eval-mode gain becomes the
+        branch scale, and the branches' BN shifts sum into this block's BN (unit gain, neutral running
+        statistics). How pretrained standard-form weights start an online-form fine-tune."""
+        if block.deployed:
+            raise ValueError("a fused block has no training form to convert")
+        dense = block.rbr_dense.conv.weight
+        online = cls(block.in_chs, block.out_chs, block.stride, block.groups, act_layer=type(block.nonlinearity))
+        online = online.to(device=dense.device, dtype=dense.dtype)
+        online.se, online.nonlinearity = block.se, block.nonlinearity
+        shift = torch.zeros_like(online.bn.bias)
+        branches = [(block.rbr_dense.bn, online.scale_3x3), (block.rbr_1x1.bn, online.scale_1x1)]
+        if block.rbr_identity is not None:
+            branches.append((block.rbr_identity, online.scale_identity))
+        for norm, scale in branches:
+            gain = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            scale.copy_(gain)
+            shift += norm.bias - norm.running_mean * gain
+        online.weight_3x3.copy_(dense)
+        online.weight_1x1.copy_(block.rbr_1x1.conv.weight)
+        online.bn.running_mean.zero_()
+        online.bn.running_var.fill_(1 - online.bn.eps)
+        online.bn.weight.fill_(1.0)
+        online.bn.bias.copy_(shift)
+        if dense.is_contiguous(memory_format=torch.channels_last):
+            online = online.to(memory_format=torch.channels_last)
+        return online.train(block.training)
+
     @torch.no_grad()
     def reparameterize(self) -> None:
         if self.deployed:

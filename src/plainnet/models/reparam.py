@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import EquivalenceError
-from ..layers import OnlineRepVGGBlock, Reparameterizable
+from ..layers import OnlineRepVGGBlock, Reparameterizable, RepVGGBlock
 
-__all__ = ["reparameterize", "to_standard_form", "verify_equivalence", "Equivalence", "default_tolerance"]
+__all__ = ["reparameterize", "to_standard_form", "to_online_form", "verify_equivalence", "Equivalence", "default_tolerance"]
 
 
 def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
@@ -41,15 +41,26 @@ def to_standard_form(model: nn.Module) -> int:
     """Replace, in place, every online-form RepVGG block of ``model`` by the standard three-branch block
     that computes the same in eval mode (:meth:`~plainnet.layers.OnlineRepVGGBlock.to_standard`);
     returns how many were replaced. The model then records ``train_form: standard``."""
-    online = [(name, m) for name, m in model.named_modules() if isinstance(m, OnlineRepVGGBlock) and not m.deployed]
-    for name, block in online:
+    return _convert_blocks(model, OnlineRepVGGBlock, OnlineRepVGGBlock.to_standard, "standard")
+
+
+def to_online_form(model: nn.Module) -> int:
+    """The inverse of :func:`to_standard_form`: every standard-form RepVGG block becomes the online block
+    computing the same in eval mode (:meth:`~plainnet.layers.OnlineRepVGGBlock.from_standard`), so
+    standard-form weights (ImageNet's, a checkpoint) can start an online-form run."""
+    return _convert_blocks(model, RepVGGBlock, OnlineRepVGGBlock.from_standard, "online")
+
+
+def _convert_blocks(model: nn.Module, kind: type, convert, form: str) -> int:
+    blocks = [(name, m) for name, m in model.named_modules() if type(m) is kind and not m.deployed]
+    for name, block in blocks:
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, block.to_standard())
-    if online and isinstance(getattr(model, "arch", None), dict):
-        model.arch = {**model.arch, "train_form": "standard"}
-    if online and hasattr(model, "train_form"):
-        model.train_form = "standard"
-    return len(online)
+        setattr(model.get_submodule(parent) if parent else model, child, convert(block))
+    if blocks and isinstance(getattr(model, "arch", None), dict):
+        model.arch = {**model.arch, "train_form": form}
+    if blocks and hasattr(model, "train_form"):
+        model.train_form = form
+    return len(blocks)
 
 
 @dataclass(frozen=True)
