@@ -218,3 +218,18 @@ def test_models_pretrained_lists_every_source():
     for name in published_names():
         assert f" {name} " in text, name
     assert "vgg16_dws" not in text and "timm.NAME" in text
+
+
+def test_train_with_imagenet_weights_that_cannot_be_fetched_fails_before_anything_starts(tmp_path, monkeypatch,
+                                                                                         datasets_dir):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    out = run_cli("train", "--data", datasets_dir / "potato", "--model", "vgg11", "--model.pretrained", "imagenet",
+                  "--runs-dir", tmp_path / "runs")
+    assert out.code == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "vgg11-8a719046.pth" in out.stderr and str(tmp_path / "torch" / "hub" / "checkpoints") in out.stderr
+    assert not (tmp_path / "runs").exists()  # no run directory, no data read

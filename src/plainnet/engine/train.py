@@ -315,6 +315,12 @@ def train(
         cfg = apply_overrides(cfg, {shortcuts[key]: value})
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    if resume is None and cfg.model.pretrained == "imagenet" and cfg.model.name != AUTO:
+        from ..models.pretrained import fetch, weight_source
+
+        source = weight_source(cfg.model.name)
+        if source is not None:  # fetched (or refused) before any data is read or a run directory made
+            fetch(source)
     if resume is None and cfg.distill.teacher.endswith(":imagenet"):
         cfg = _fine_tune_teacher(cfg, t0)
 
