@@ -116,6 +116,8 @@ class ClassificationTask(L.LightningModule):
         self.label_smoothing, self.backbone_lr_scale, self.head_name = label_smoothing, backbone_lr_scale, head_name
         self.frozen = tuple(frozen)
         self.head_only_epochs = head_only_epochs if head_name else 0
+        if head_only_epochs and not head_name:
+            log.warning("model.freeze_epochs=%d ignored: plainnet does not know this model's head", head_only_epochs)
         self.register_buffer("class_weights", class_weights if class_weights is not None else None,
                              persistent=False)
         self.ema = (AveragedModel(model, multi_avg_fn=_ema_update(ema_decay), use_buffers=True).requires_grad_(False)

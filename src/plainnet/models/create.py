@@ -153,7 +153,8 @@ def _timm_pretrained(name: str, num_classes: int, in_chans: int, **kwargs) -> nn
         raise WeightsError(f"{name}: timm could not load its pretrained weights from {where} ({first}); "
                            "with HF_HUB_OFFLINE=1 they must already be in the Hugging Face cache") from None
     cfg = model.pretrained_cfg
-    model.arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans}
+    model.arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
+                  **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}}
     model.classifier_name = cfg.get("classifier") if isinstance(cfg.get("classifier"), str) else None
     side = int(cfg.get("input_size", (3, 224, 224))[-1])
     model.pretrained_cfg = {**cfg, "source": f"https://huggingface.co/{cfg.get('hf_hub_id')}",
