@@ -41,7 +41,10 @@ def _start(model: str, max_batch: int, max_wait_ms: float, stack: str = "plainne
     else:
         command = [sys.executable, "-m", "plainnet", "serve", model, "--port", str(port),
                    "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its own process group: LitServe's worker processes (and LitServe itself, which outlives a SIGTERM)
+    # are stopped with it, and an idle server left behind cannot slow what is measured next
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     ready = f"{url}/health" if stack == "litserve" else f"{url}/readyz"
     deadline = time.monotonic() + 120
@@ -54,6 +57,26 @@ def _start(model: str, max_batch: int, max_wait_ms: float, stack: str = "plainne
         except httpx.HTTPError:
             time.sleep(0.2)
     raise SystemExit("server not ready in 120 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole process group, then SIGKILL to whatever is left after 30 s."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the group leader exited; its children may not have
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(1)
 
 
 def _round(url: str, photos: list[tuple[Path, bytes]], clients: int, total: int, limit_s: float,
@@ -142,8 +165,7 @@ def main() -> None:
                 print(name, results[name][-1], flush=True)
     finally:
         for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(30)
+            _stop(proc)
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
