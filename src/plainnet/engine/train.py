@@ -141,9 +141,7 @@ def _detach_log_file(handler: logging.Handler) -> None:
 
 def build_model(cfg: RunConfig, num_classes: int):
     """The backbone for ``cfg.model``, fine-tuned from ``cfg.model.pretrained`` when given."""
-    from ..models import create_model, load_weights, read_state_dict
-    from ..models.create import standard_form
-    from ..models.reparam import to_online_form
+    from ..models import create_model, load_weights
 
     m = cfg.model
     kwargs = {}
@@ -160,12 +158,7 @@ def build_model(cfg: RunConfig, num_classes: int):
         return model
     model = create_model(m.name, num_classes=num_classes, **kwargs)
     if m.pretrained:
-        state = read_state_dict(m.pretrained)
-        if m.train_form == "online" and standard_form(state):  # loads into the standard form, then converts
-            model = create_model(m.name, num_classes=num_classes, **{**kwargs, "train_form": "standard"})
-        report = load_weights(model, state, exclude_head=True)
-        if m.train_form == "online":
-            to_online_form(model)  # (no block left to convert where the weights were online-form)
+        report = load_weights(model, m.pretrained, exclude_head=True)
         log.info("fine-tuning from %s (%s weights); new %d-class head", m.pretrained, report.dialect, num_classes)
     return model
 

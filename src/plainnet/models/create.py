@@ -12,7 +12,6 @@ from torch import nn
 from ..errors import UnknownModelError, WeightsError
 from .registry import EXTERNAL_PREFIXES, build
 from .pretrained import IMAGENET, pretrained_state_dict
-from .reparam import to_online_form
 from .weights import detect_deploy_form, load_weights, read_state_dict
 
 __all__ = ["create_model"]
@@ -55,26 +54,14 @@ def create_model(
             state = read_state_dict(weights)
         else:
             state, source = pretrained_state_dict(name)
-        exclude_head = source is not None and num_classes != 1000
-        if arch.get("train_form") == "online" and not deploy and standard_form(state):
-            # standard-form weights (ImageNet's, the official or timm files) starting an online-form model
-            model = build(name, False, **{**arch, "train_form": "standard"})
-            load_weights(model, state, exclude_head=exclude_head)
-            to_online_form(model)
-        else:
-            if deploy is None:
-                deploy = detect_deploy_form(state, {"name": name, **arch})
-            model = build(name, deploy, **arch)
-            load_weights(model, state, exclude_head=exclude_head)
+        if deploy is None:
+            deploy = detect_deploy_form(state, {"name": name, **arch})
+        model = build(name, deploy, **arch)
+        load_weights(model, state, exclude_head=source is not None and num_classes != 1000)
         if source is not None:
-            model.pretrained_cfg = {"source": source.page, "file": source.filename, "preprocess": source.preprocess}
+            model.pretrained_cfg = source.model_cfg()
         return model
     return build(name, bool(deploy), **arch)
-
-
-def standard_form(state: dict) -> bool:
-    """RepVGG weights with the three branches (training form, standard): in any dialect."""
-    return any(".rbr_dense." in k or ".conv_kxk." in k for k in state)
 
 
 def _external(name: str, num_classes: int, in_chans: int, *, weights, pretrained: bool, **kwargs) -> nn.Module:
@@ -131,7 +118,7 @@ def _torchvision_pretrained(name: str, num_classes: int, in_chans: int, **kwargs
         setattr(model.get_submodule(parent) if parent else model, leaf, new.to(next(head.parameters()).dtype))
         model.classifier_name = head_name
         model.arch["num_classes"] = num_classes
-    model.pretrained_cfg = {"source": source.page, "file": source.filename, "preprocess": source.preprocess}
+    model.pretrained_cfg = source.model_cfg()
     return model
 
 

@@ -53,6 +53,10 @@ class WeightSource:
     def page(self) -> str:
         return f"https://huggingface.co/{self.where}" if self.kind == "hf" else self.where
 
+    def model_cfg(self) -> dict:
+        """What a model built from these weights keeps as ``model.pretrained_cfg``."""
+        return {"source": self.page, "file": self.filename, "preprocess": self.preprocess}
+
     def cache_path(self) -> Path:
         """Where torch hub keeps (or the user places) a ``url`` or ``manual`` file."""
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename

@@ -9,7 +9,6 @@ models on the same inputs and raises past a tolerance, instead of printing it.
 from __future__ import annotations
 
 import contextlib
-
 import copy
 from dataclasses import dataclass
 
@@ -19,7 +18,8 @@ from torch import nn
 from ..errors import EquivalenceError
 from ..layers import OnlineRepVGGBlock, Reparameterizable, RepVGGBlock
 
-__all__ = ["reparameterize", "to_standard_form", "to_online_form", "verify_equivalence", "Equivalence", "default_tolerance"]
+__all__ = ["reparameterize", "to_standard_form", "to_online_form", "verify_equivalence", "Equivalence",
+           "default_tolerance"]
 
 
 def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
@@ -78,7 +78,6 @@ def default_tolerance(dtype: torch.dtype) -> float:
     return {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 5e-2, torch.float16: 1e-2}.get(dtype, 1e-5)
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def _no_tf32():
     """cuDNN convolutions and CUDA matmuls in full fp32 inside, the settings restored after."""
@@ -90,6 +89,7 @@ def _no_tf32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@torch.no_grad()
 def verify_equivalence(
     reference: nn.Module,
     candidate: nn.Module | callable,

@@ -142,6 +142,8 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
     if arch["name"].startswith(EXTERNAL_PREFIXES):
         return "same"  # torchvision / timm models have one form
     keys = _keys_without_counters(convert_dialect(state)[0])
+    if arch.get("train_form") == "online" and is_standard_form(keys):
+        return "train"  # the standard training form, converted on the way in (load_weights)
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     with torch.device("meta"):
         deploy_keys = _keys_without_counters(build(arch["name"], deploy=True, **kwargs).state_dict())
@@ -150,6 +152,11 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
         return "same"
     # Not an exact match for either: pick the closer one so the strict load names the difference.
     return "deploy" if len(keys ^ deploy_keys) < len(keys ^ train_keys) else "train"
+
+
+def is_standard_form(keys) -> bool:
+    """RepVGG keys of the standard three-branch training form (official or timm names)."""
+    return any(".rbr_dense." in k or ".conv_kxk." in k for k in keys)
 
 
 def detect_deploy_form(state: Mapping[str, torch.Tensor], arch: dict) -> bool:
@@ -192,7 +199,9 @@ def load_weights(
     """Load a checkpoint of any supported dialect into ``model``, strictly.
 
     A fused (deploy-form) checkpoint loaded into a training-form model re-parameterizes the model in
-    place first; a training-form checkpoint loaded into a fused model is fused on the way in.
+    place first; a training-form checkpoint loaded into a fused model is fused on the way in, and a
+    standard-form RepVGG checkpoint loaded into an online-form model is converted on the way in (exact
+    in eval mode: :func:`~plainnet.models.reparam.to_online_form`).
 
     Args:
         model: a plainnet model (from :func:`create_model`).
@@ -217,6 +226,9 @@ def load_weights(
     elif form == "train" and is_deployed(model):
         sd = _fuse_state_dict(model, sd, ignore)
         report.converted.append("training-form checkpoint fused to match the deploy-form model")
+    elif form == "train" and getattr(model, "train_form", "standard") == "online" and is_standard_form(sd):
+        sd = _online_state_dict(model, sd, ignore)
+        report.converted.append("standard-form checkpoint converted to the online form")
 
     _check_strict(model, sd, ignore)
     model.load_state_dict(sd, strict=False)  # strictness was checked above, with better messages
@@ -228,11 +240,27 @@ def load_weights(
 def _fuse_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str]) -> dict:
     from .reparam import reparameterize
 
+    return reparameterize(_training_sibling(model, sd, ignore), inplace=True).state_dict()
+
+
+def _online_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str]) -> dict:
+    from .reparam import to_online_form
+
+    online = _training_sibling(model, sd, ignore)
+    to_online_form(online)
+    return {k: v for k, v in online.state_dict().items() if k not in ignore}  # the model keeps its own head
+
+
+def _training_sibling(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str]) -> nn.Module:
+    """A training-form model of ``model``'s architecture (in the standard form where ``sd`` is), holding
+    ``sd``, loaded strictly."""
     arch = getattr(model, "arch", None)
     if not arch:
         raise WeightsError("a training-form checkpoint needs a training-form model: build it with deploy=False")
     kwargs = {k: v for k, v in arch.items() if k != "name"}
+    if "train_form" in kwargs and is_standard_form(sd):
+        kwargs["train_form"] = "standard"
     train = build(arch["name"], deploy=False, **kwargs)
     _check_strict(train, sd, ignore)
     train.load_state_dict(sd, strict=False)
-    return reparameterize(train, inplace=True).state_dict()
+    return train
