@@ -156,6 +156,19 @@ def test_online_bf16_autocast_runs_in_bf16_and_keeps_fp32_gradients():
     assert (y.float() - reference).abs().max() < 0.1 * reference.abs().max()
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_rebuilt_block_output_is_the_forward_output_in_its_dtype(bf16):
+    """What backward rebuilds in place of the kept output matches it, and under bf16 stays bf16."""
+    torch.manual_seed(0)
+    block = OnlineRepVGGBlock(16, 16).train().to(memory_format=torch.channels_last)
+    x = (3 * torch.randn(4, 16, 12, 12) + 1).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = block(x)
+    rebuilt = y.plainnet_recompute.rebuild()
+    assert rebuilt.dtype == y.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    torch.testing.assert_close(rebuilt, y)
+
+
 def test_online_checkpoints_reload_strictly_and_report_their_form(tmp_path):
     torch.manual_seed(0)
     model = online("repvgg_a0")

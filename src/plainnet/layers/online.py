@@ -56,9 +56,9 @@ def _no_autocast(device: str):
 
 
 def _like(kernel: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    kernel = kernel.to(dtype)
-    return kernel.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
-        memory_format=torch.channels_last) else kernel
+    """``kernel`` in ``dtype`` and in ``x``'s memory format (one copy at most)."""
+    cl = x.is_contiguous(memory_format=torch.channels_last)
+    return kernel.to(dtype=dtype, memory_format=torch.channels_last if cl else torch.preserve_format)
 
 
 def _rows(w: torch.Tensor) -> torch.Tensor:
@@ -77,18 +77,21 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _Recompute:
-    """How to rebuild ``relu(bn(c))`` from the BN's input ``c`` and its per-channel affine map (the
-    output tensor carries it, so the next convolution can keep ``c`` instead of the output)."""
+    """How to rebuild ``relu(bn(c))`` from the BN's input ``c`` and the batch statistics it was
+    normalised with (the output tensor carries it, so the next convolution can keep ``c`` instead of
+    the output). The rebuild is the BN's own elementwise kernel with those statistics: the forward
+    pass's values up to float rounding, in their dtype (under bf16, no float32 temporary)."""
 
-    def __init__(self, c: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> None:
-        self.c, self.gain, self.shift = c, gain, shift
+    def __init__(self, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                 invstd: torch.Tensor, eps: float) -> None:
+        self.c, self.weight, self.bias, self.mean, self.eps = c, weight, bias, mean, eps
+        self.var = invstd.pow(-2) - eps  # what eval-mode BN turns back into ``invstd``
         self.output: torch.Tensor | None = None  # rebuilt once in backward, for the BN's own backward
 
     def rebuild(self) -> torch.Tensor:
-        shape = (1, -1, 1, 1)
-        y = torch.addcmul(self.shift.view(shape), self.c, self.gain.view(shape)).relu_().to(self.c.dtype)
-        self.output = y
-        return y
+        y = torch.native_batch_norm(self.c, self.weight, self.bias, self.mean, self.var, False, 0.0, self.eps)[0]
+        self.output = y.relu_()
+        return self.output
 
 
 class _BatchNormReLU(torch.autograd.Function):
@@ -98,8 +101,7 @@ class _BatchNormReLU(torch.autograd.Function):
     def forward(ctx, c, weight, bias, running_mean, running_var, momentum: float, eps: float):
         z, mean, invstd = torch.native_batch_norm(c, weight, bias, running_mean, running_var, True, momentum, eps)
         y = z.relu_()
-        gain = (weight * invstd).detach()
-        ctx.recompute = _Recompute(c, gain, (bias - mean * gain).detach())
+        ctx.recompute = _Recompute(c, weight.detach(), bias.detach(), mean, invstd, eps)
         ctx.save_for_backward(c, weight, mean, invstd)
         ctx.eps = eps
         y.plainnet_recompute = ctx.recompute
