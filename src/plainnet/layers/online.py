@@ -78,18 +78,26 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class _Recompute:
     """How to rebuild ``relu(bn(c))`` from the BN's input ``c`` and the batch statistics it was
-    normalised with (the output tensor carries it, so the next convolution can keep ``c`` instead of
-    the output). The rebuild is the BN's own elementwise kernel with those statistics: the forward
-    pass's values up to float rounding, in their dtype (under bf16, no float32 temporary)."""
+    normalised with. The output tensor carries it, so that the next convolution keeps ``c`` (handed
+    over in :attr:`c`, then dropped here: only the autograd graph's saved tensors hold activations, and
+    they are freed as the backward pass goes) instead of the output. The rebuild is the BN's own
+    elementwise kernel with those statistics: the forward pass's values up to float rounding, in their
+    dtype (under bf16, no float32 temporary)."""
 
     def __init__(self, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
                  invstd: torch.Tensor, eps: float) -> None:
-        self.c, self.weight, self.bias, self.mean, self.eps = c, weight, bias, mean, eps
+        self.c: torch.Tensor | None = c
+        self.weight, self.bias, self.mean, self.eps = weight, bias, mean, eps
         self.var = invstd.pow(-2) - eps  # what eval-mode BN turns back into ``invstd``
         self.output: torch.Tensor | None = None  # rebuilt once in backward, for the BN's own backward
 
-    def rebuild(self) -> torch.Tensor:
-        y = torch.native_batch_norm(self.c, self.weight, self.bias, self.mean, self.var, False, 0.0, self.eps)[0]
+    def take(self) -> torch.Tensor | None:
+        """``c`` for the convolution that saves it in place of its input (the first to ask)."""
+        c, self.c = self.c, None
+        return c
+
+    def rebuild(self, c: torch.Tensor) -> torch.Tensor:
+        y = torch.native_batch_norm(c, self.weight, self.bias, self.mean, self.var, False, 0.0, self.eps)[0]
         self.output = y.relu_()
         return self.output
 
@@ -111,7 +119,8 @@ class _BatchNormReLU(torch.autograd.Function):
     def backward(ctx, grad_y):
         c, weight, mean, invstd = ctx.saved_tensors
         recompute = ctx.recompute  # kept: a second backward (retain_graph) rebuilds again
-        y = recompute.output if recompute.output is not None else recompute.rebuild()
+        recompute.c = None  # (no convolution took it)
+        y = recompute.output if recompute.output is not None else recompute.rebuild(c)
         recompute.output = None
         grad_z = torch.ops.aten.threshold_backward(grad_y, y, 0)
         del y  # before the BN's backward allocates its gradient
@@ -143,8 +152,10 @@ class _MergedConv(torch.autograd.Function):
         with _no_autocast(device):
             kernel = _like(merged_kernel(w3, w1, s3, s1, si), xc, dtype)
             y = torch.ops.aten.convolution(xc, kernel, None, [stride] * 2, [1, 1], [1, 1], False, [0, 0], groups)
-        ctx.recompute = getattr(xc, "plainnet_recompute", None)
-        ctx.save_for_backward(ctx.recompute.c if ctx.recompute else xc, w3, w1, s3, s1, si)
+        recompute = getattr(xc, "plainnet_recompute", None)
+        c = recompute.take() if recompute is not None else None
+        ctx.recompute = recompute if c is not None else None
+        ctx.save_for_backward(xc if c is None else c, w3, w1, s3, s1, si)
         ctx.stride, ctx.groups, ctx.x_dtype = stride, groups, x.dtype
         return y
 
@@ -152,7 +163,7 @@ class _MergedConv(torch.autograd.Function):
     def backward(ctx, grad_y):
         xc, w3, w1, s3, s1, si = ctx.saved_tensors
         if ctx.recompute is not None:  # the input was not kept: rebuild it from the BN input
-            xc = ctx.recompute.rebuild()
+            xc = ctx.recompute.rebuild(xc)
         with torch.no_grad(), _no_autocast(xc.device.type):
             kernel = _like(merged_kernel(w3, w1, s3, s1, si), xc, xc.dtype)
             grad_x, grad_k, _ = torch.ops.aten.convolution_backward(
