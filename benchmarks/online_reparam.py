@@ -232,7 +232,8 @@ def accuracy(args) -> None:
                     cmd = [sys.executable, "-m", "plainnet", "train", "--data", data[dataset], "--model", "repvgg_a0",
                            "--model.train_form", form, "--train.budget_minutes", str(args.budget),
                            "--train.seed", str(seed), "--data.seed", "0", "--runs-dir", tmp, "--name", "r",
-                           "--train.progress", "false"] + (["--epochs", str(args.epochs)] if args.epochs else [])
+                           "--train.progress", "false"] + (["--epochs", str(args.epochs)] if args.epochs else []) + (
+                              ["--train.precision", args.precision] if args.precision else [])
                     proc, wall = run(cmd)
                     if proc.returncode:
                         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -242,11 +243,13 @@ def accuracy(args) -> None:
                     results[form].append({"acc": res["final"]["val"]["acc"], "wall": wall, "epochs": epochs})
                     print(dataset, seed, form, results[form][-1], flush=True)
         rows.append((dataset, results))
-    what = f"{args.epochs} epochs" if args.epochs else f"{args.budget:g}-minute budget"
+    what = (f"{args.epochs} epochs" if args.epochs else f"{args.budget:g}-minute budget") + (
+        f", {args.precision}" if args.precision else "")
     lines = [f"## online-reparam-accuracy: standard vs online RepVGG-A0, {what}", "",
              "`plainnet train DATA --model repvgg_a0 --model.train_form FORM "
              + (f"--epochs {args.epochs}" if args.epochs else f"--train.budget_minutes {args.budget:g}")
-             + f"` (the whole command, recipe automatic), seeds 0-{args.seeds - 1} (training seed; "
+             + (f" --train.precision {args.precision}" if args.precision else "")
+             + f"` (the whole command, recipe automatic otherwise), seeds 0-{args.seeds - 1} (training seed; "
              "the split is fixed), the two forms interleaved within each seed. Held-out accuracy: mean ± half "
              "the range (each seed).", "",
              "| data | form | held-out accuracy | epochs run | wall time |", "|---|---|---|---|---|"]
@@ -255,7 +258,8 @@ def accuracy(args) -> None:
             lines.append(f"| {dataset} | {form} | {_mean_spread([r['acc'] for r in rs])} | "
                          f"{', '.join(str(r['epochs']) for r in rs)} | "
                          f"{statistics.mean(r['wall'] for r in rs) / 60:.2f} min |")
-    write_section("online-reparam-accuracy" + (f"-{args.epochs}ep" if args.epochs else ""), "\n".join(lines))
+    write_section("online-reparam-accuracy" + (f"-{args.epochs}ep" if args.epochs else "")
+                  + (f"-{args.precision}" if args.precision else ""), "\n".join(lines))
 
 
 def main() -> None:
@@ -273,6 +277,7 @@ def main() -> None:
     a.add_argument("--epochs", type=int, default=0, help="fixed epochs instead of the budget's")
     a.add_argument("--seeds", type=int, default=3)
     a.add_argument("--data", nargs="+", default=["potato", "cifar10"])
+    a.add_argument("--precision", default="", help="the training precision (default: the recipe's choice)")
     a.add_argument("--data-root", default="", help="folder holding potato/ and cifar10/ (default ../shared/datasets)")
     args = ap.parse_args()
     speed(args) if args.part == "speed" else accuracy(args)

@@ -109,7 +109,7 @@ PHOTOS = DataFacts(num_train=1500, num_classes=3, class_counts=(500, 500, 500), 
 def test_a_measured_machine_picks_the_faster_precision_and_layout_and_fits_epochs_to_the_budget():
     calls = []
 
-    def probe(name, stride, size, classes, batch, precisions, layouts):  # an AVX2 CPU: bf16 emulated, slow
+    def probe(name, stride, size, classes, batch, precisions, layouts, **form):  # an AVX2 CPU: bf16 emulated, slow
         calls.append((name, size, classes, precisions, layouts))
         return {("fp32", True): 50.0, ("fp32", False): 60.0, ("bf16", True): 9.0, ("bf16", False): 8.0}
 
@@ -126,7 +126,7 @@ def test_a_measured_machine_picks_the_faster_precision_and_layout_and_fits_epoch
     assert int(seconds * 60 / 1500) < cfg.train.epochs < int(seconds * 60 / 1500 / (64 / 96) ** 2)
     assert any("255 s of training at ~60 img/s (measured at 96 px)" in n for n in notes)
     near_tie = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
-                       probe=lambda *a: {("fp32", True): 100.0, ("fp32", False): 103.0, ("bf16", True): 95.0,
+                       probe=lambda *a, **k: {("fp32", True): 100.0, ("fp32", False): 103.0, ("bf16", True): 95.0,
                                          ("bf16", False): 90.0})
     tie, _ = resolve(RunConfig(), PHOTOS, near_tie)  # within 10%: the defaults, so runs stay reproducible
     assert tie.train.precision == "bf16" and tie.train.channels_last is True
@@ -142,7 +142,7 @@ def test_a_budget_too_short_for_enough_epochs_trains_at_a_lower_resolution():
     from plainnet.engine.schedule import mean_cost
 
     slow = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
-                   probe=lambda *a: {("fp32", True): 60.0})  # at 96 px
+                   probe=lambda *a, **k: {("fp32", True): 60.0})  # at 96 px
     roomy, _ = resolve(RunConfig(), PHOTOS, slow)  # 5 minutes: ~13 epochs at 64 -> 96 px
     assert roomy.data.image_size == 96 and roomy.train.epochs >= ENOUGH_EPOCHS
     short = apply_overrides(RunConfig(), {"train.budget_minutes": "2"})
@@ -162,12 +162,32 @@ def test_a_budget_too_short_for_enough_epochs_trains_at_a_lower_resolution():
 
 
 def test_a_probe_that_fails_falls_back_to_the_cpu_flags():
-    def probe(*args):
+    def probe(*args, **form):
         raise RuntimeError("cannot build this model")
 
     machine = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30, probe=probe)
     cfg, notes = resolve(RunConfig(), PHOTOS, machine)
     assert cfg.train.precision == "bf16" and any("estimated" in n for n in notes)
+
+
+def test_repvgg_trains_in_the_online_form_where_it_was_measured_to_win():
+    """CPU, from scratch, epochs from the time budget: online (faster, at least as accurate at equal
+    time); fixed epochs, a GPU or fine-tuning: the standard form. Either way the log says why."""
+    def form(machine, **overrides):
+        cfg, notes = resolve(apply_overrides(RunConfig(), {"model.name": "repvgg_a0", **overrides}), PHOTOS, machine)
+        return cfg.model.train_form, next((n for n in notes if n.startswith("train_form=")), "")
+
+    online, why = form(CPU)
+    assert online == "online" and "time budget" in why
+    fixed, why = form(CPU, **{"train.epochs": "8"})
+    assert fixed == "standard" and "fixed epochs" in why
+    on_gpu, why = form(GPU)
+    assert on_gpu == "standard" and "GPU" in why
+    tuned, why = form(CPU, **{"model.pretrained": "imagenet"})
+    assert tuned == "standard" and "fine-tuning" in why
+    assert form(CPU, **{"model.train_form": "standard"}) == ("standard", "")  # asked for: kept, no note
+    vgg, notes = resolve(apply_overrides(RunConfig(), {"model.name": "vgg11_bn"}), PHOTOS, CPU)
+    assert vgg.model.train_form == "standard" and "train_form=standard (one form only)" in notes
 
 
 def test_the_probe_measures_the_form_that_will_train():
@@ -208,7 +228,7 @@ def test_fine_tuning_choices():
     photos = DataFacts(num_train=300, num_classes=3, class_counts=(100, 100, 100), typical_side=256)
     fast = Machine(cuda=False, cpu_bf16=True, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
                    probe=lambda *a, **k: {(p, cl): 200.0 for p in ("fp32", "bf16") for cl in (True, False)})
-    scratch, _ = resolve(RunConfig(), photos, fast)
+    scratch, _ = resolve(apply_overrides(RunConfig(), {"model.train_form": "standard"}), photos, fast)
     tuned, notes = resolve(apply_overrides(RunConfig(), {"model.pretrained": "imagenet"}), photos, fast)
     assert scratch.train.epochs > 15 and tuned.train.epochs == 15  # the budget fits more; fine-tuning stops at 15
     assert any(n.startswith("epochs=15 (") and "fine-tuning: at most 15 epochs" in n for n in notes)
