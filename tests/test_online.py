@@ -196,8 +196,10 @@ def test_online_checkpoints_reload_strictly_and_report_their_form(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model(x), rtol=0, atol=0)
     standard = plainnet.create_model("repvgg_a0", num_classes=5, small_input=True)
-    with pytest.raises(plainnet.errors.WeightsError):  # an online state dict is not a standard one
-        load_weights(standard, model.state_dict())
+    report = load_weights(standard, model.state_dict())  # converted (exact: the test below), and said so
+    assert report.converted == ["online-form checkpoint converted to the standard form"]
+    with pytest.raises(plainnet.errors.WeightsError, match="does not match"):  # another variant's: still refused
+        load_weights(standard, online("repvgg_a1").state_dict())
 
 
 def test_train_form_is_checked():
@@ -272,3 +274,23 @@ def test_standard_form_weights_start_an_online_model_computing_the_same(name, tm
     assert plainnet.verify_equivalence(standard, back.eval(), x).rel <= 1e-5
     model.train()(x).sum().backward()  # and it trains: every branch parameter gets a gradient
     assert all(p.grad is not None for n, p in model.named_parameters() if "scale_" in n or "weight_" in n)
+
+
+def test_online_form_weights_load_into_a_standard_model_computing_the_same(tmp_path):
+    """The inverse load: an online-form checkpoint (what the recipe trains on a CPU) into a standard-form
+    model, e.g. fine-tuning it with the standard form, through the exact eval-mode conversion."""
+    torch.manual_seed(0)
+    trained = online("repvgg_a0")
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.dim() == 1:
+                p.normal_()  # scales and BN affine parameters away from their initial values
+    randomize_bn_(trained, torch.randn(4, 3, 32, 32))
+    torch.save(trained.state_dict(), tmp_path / "online.pt")
+    standard = plainnet.create_model("repvgg_a0", num_classes=5, small_input=True, weights=tmp_path / "online.pt")
+    assert standard.train_form == "standard" and not any(isinstance(m, OnlineRepVGGBlock) for m in standard.modules())
+    x = torch.randn(2, 3, 32, 32)
+    assert plainnet.verify_equivalence(trained.eval(), standard.eval(), x).rel <= 1e-5
+    fused = plainnet.create_model("repvgg_a0", num_classes=5, small_input=True, deploy=True,
+                                  weights=tmp_path / "online.pt")  # and fused on the way in
+    assert plainnet.verify_equivalence(trained, fused, x).rel <= 1e-5

@@ -142,8 +142,9 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
     if arch["name"].startswith(EXTERNAL_PREFIXES):
         return "same"  # torchvision / timm models have one form
     keys = _keys_without_counters(convert_dialect(state)[0])
-    if arch.get("train_form") == "online" and is_standard_form(keys):
-        return "train"  # the standard training form, converted on the way in (load_weights)
+    online = arch.get("train_form") == "online"
+    if is_standard_form(keys) if online else is_online_form(keys):
+        return "train"  # RepVGG's other training form, converted on the way in (load_weights)
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     with torch.device("meta"):
         deploy_keys = _keys_without_counters(build(arch["name"], deploy=True, **kwargs).state_dict())
@@ -157,6 +158,11 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
 def is_standard_form(keys) -> bool:
     """RepVGG keys of the standard three-branch training form (official or timm names)."""
     return any(".rbr_dense." in k or ".conv_kxk." in k for k in keys)
+
+
+def is_online_form(keys) -> bool:
+    """RepVGG keys of the online training form (:class:`~plainnet.layers.OnlineRepVGGBlock`)."""
+    return any(k.endswith(".scale_3x3") for k in keys)
 
 
 def detect_deploy_form(state: Mapping[str, torch.Tensor], arch: dict) -> bool:
@@ -200,8 +206,8 @@ def load_weights(
 
     A fused (deploy-form) checkpoint loaded into a training-form model re-parameterizes the model in
     place first; a training-form checkpoint loaded into a fused model is fused on the way in, and a
-    standard-form RepVGG checkpoint loaded into an online-form model is converted on the way in (exact
-    in eval mode: :func:`~plainnet.models.reparam.to_online_form`).
+    RepVGG checkpoint of the other training form (standard or online) is converted on the way in (exact
+    in eval mode: :func:`~plainnet.models.reparam.to_online_form`, ``to_standard_form``).
 
     Args:
         model: a plainnet model (from :func:`create_model`).
@@ -209,7 +215,7 @@ def load_weights(
         exclude_head: keep the model's own classifier (fine-tuning to a new class count); every other
             tensor must still match.
     """
-    from .reparam import reparameterize
+    from .reparam import reparameterize, to_online_form, to_standard_form
 
     sd, dialect = convert_dialect(read_state_dict(source))
     arch = getattr(model, "arch", None)
@@ -227,8 +233,11 @@ def load_weights(
         sd = _fuse_state_dict(model, sd, ignore)
         report.converted.append("training-form checkpoint fused to match the deploy-form model")
     elif form == "train" and getattr(model, "train_form", "standard") == "online" and is_standard_form(sd):
-        sd = _online_state_dict(model, sd, ignore)
+        sd = _other_form_state_dict(model, sd, ignore, to_online_form)
         report.converted.append("standard-form checkpoint converted to the online form")
+    elif form == "train" and getattr(model, "train_form", "standard") == "standard" and is_online_form(sd):
+        sd = _other_form_state_dict(model, sd, ignore, to_standard_form)
+        report.converted.append("online-form checkpoint converted to the standard form")
 
     _check_strict(model, sd, ignore)
     model.load_state_dict(sd, strict=False)  # strictness was checked above, with better messages
@@ -243,23 +252,23 @@ def _fuse_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[
     return reparameterize(_training_sibling(model, sd, ignore), inplace=True).state_dict()
 
 
-def _online_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str]) -> dict:
-    from .reparam import to_online_form
-
-    online = _training_sibling(model, sd, ignore)
-    to_online_form(online)
-    return {k: v for k, v in online.state_dict().items() if k not in ignore}  # the model keeps its own head
+def _other_form_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str], convert) -> dict:
+    """``sd`` (one RepVGG training form) as the state dict of ``model``'s form, through ``convert``."""
+    sibling = _training_sibling(model, sd, ignore)
+    convert(sibling)
+    return {k: v for k, v in sibling.state_dict().items() if k not in ignore}  # the model keeps its own head
 
 
 def _training_sibling(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str]) -> nn.Module:
-    """A training-form model of ``model``'s architecture (in the standard form where ``sd`` is), holding
-    ``sd``, loaded strictly."""
+    """A training-form model of ``model``'s architecture (in the RepVGG training form ``sd`` holds),
+    holding ``sd``, loaded strictly."""
     arch = getattr(model, "arch", None)
     if not arch:
         raise WeightsError("a training-form checkpoint needs a training-form model: build it with deploy=False")
     kwargs = {k: v for k, v in arch.items() if k != "name"}
-    if "train_form" in kwargs and is_standard_form(sd):
-        kwargs["train_form"] = "standard"
+    for form, holds in (("standard", is_standard_form), ("online", is_online_form)):
+        if holds(sd):  # RepVGG: the training form the checkpoint holds
+            kwargs["train_form"] = form
     train = build(arch["name"], deploy=False, **kwargs)
     _check_strict(train, sd, ignore)
     train.load_state_dict(sd, strict=False)
