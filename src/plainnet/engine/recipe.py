@@ -107,9 +107,9 @@ def _train_form(repvgg: bool, gpu: bool, finetune: bool, budget_epochs: bool) ->
         return "standard", "one form only"
     if not gpu and not finetune and budget_epochs:
         # CPU: 1.2-1.3x the standard form's images/s in a third of its activation memory, and at
-        # equal time at least as accurate (potato, CIFAR-10 subset; docs/online.md)
+        # equal time as accurate (potato, CIFAR-10 subset; docs/online.md)
         return "online", ("CPU, epochs from the time budget: one conv + one BN per block trains ~1.2x the "
-                          "images of the three-branch form in the same time, at least as accurate")
+                          "images of the three-branch form in the same time, keeping a third of the activations")
     why = ("GPU: at the recipe's bf16 step the online form was no faster on an H100" if gpu else
            "fine-tuning standard-form weights" if finetune else
            "fixed epochs: epoch for epoch the three-branch form was at least as accurate")
