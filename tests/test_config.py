@@ -171,8 +171,9 @@ def test_a_probe_that_fails_falls_back_to_the_cpu_flags():
 
 
 def test_repvgg_trains_in_the_online_form_where_it_was_measured_to_win():
-    """CPU, from scratch, epochs from the time budget: online (faster, at least as accurate at equal
-    time); fixed epochs, a GPU or fine-tuning: the standard form. Either way the log says why."""
+    """CPU, from scratch, epochs from the time budget, images of 32 px or more: online (faster, as
+    accurate at equal time); fixed epochs, a GPU, fine-tuning or tiny images: the standard form. Either
+    way the log says why."""
     def form(machine, **overrides):
         cfg, notes = resolve(apply_overrides(RunConfig(), {"model.name": "repvgg_a0", **overrides}), PHOTOS, machine)
         return cfg.model.train_form, next((n for n in notes if n.startswith("train_form=")), "")
@@ -186,6 +187,10 @@ def test_repvgg_trains_in_the_online_form_where_it_was_measured_to_win():
     tuned, why = form(CPU, **{"model.pretrained": "imagenet"})
     assert tuned == "standard" and "fine-tuning" in why
     assert form(CPU, **{"model.train_form": "standard"}) == ("standard", "")  # asked for: kept, no note
+    digits = DataFacts(num_train=1437, num_classes=10, class_counts=(144,) * 10, typical_side=8)
+    tiny, notes = resolve(apply_overrides(RunConfig(), {"model.name": "repvgg_a0"}), digits, CPU)
+    assert tiny.data.image_size < 32 and tiny.model.train_form == "standard"
+    assert any(n.startswith("train_form=standard") and f"{tiny.data.image_size} px images" in n for n in notes)
     vgg, notes = resolve(apply_overrides(RunConfig(), {"model.name": "vgg11_bn"}), PHOTOS, CPU)
     assert vgg.model.train_form == "standard" and "train_form=standard (one form only)" in notes
 

@@ -101,18 +101,24 @@ def _is_vgg(name: str) -> bool:
     return name.removeprefix("torchvision.").startswith("vgg")
 
 
-def _train_form(repvgg: bool, gpu: bool, finetune: bool, budget_epochs: bool) -> tuple[str, str]:
+#: Smallest image side at which the online RepVGG form was measured faster than the standard one on a
+#: CPU (1.17-1.27x at 32 px; at the digits' 8 px its per-block overhead left it no faster).
+ONLINE_MIN_SIZE = 32
+
+
+def _train_form(repvgg: bool, gpu: bool, finetune: bool, budget_epochs: bool, size: int) -> tuple[str, str]:
     """RepVGG's training form, and why: the online form where it was measured to win (docs/online.md)."""
     if not repvgg:
         return "standard", "one form only"
-    if not gpu and not finetune and budget_epochs:
+    if not gpu and not finetune and budget_epochs and size >= ONLINE_MIN_SIZE:
         # CPU: 1.2-1.3x the standard form's images/s in a third of its activation memory, and at
         # equal time as accurate (potato, CIFAR-10 subset; docs/online.md)
         return "online", ("CPU, epochs from the time budget: one conv + one BN per block trains ~1.2x the "
                           "images of the three-branch form in the same time, keeping a third of the activations")
     why = ("GPU: at the recipe's bf16 step the online form was no faster on an H100" if gpu else
            "fine-tuning standard-form weights" if finetune else
-           "fixed epochs: epoch for epoch the three-branch form was at least as accurate")
+           "fixed epochs: epoch for epoch the three-branch form was at least as accurate" if not budget_epochs else
+           f"{size} px images: the online form is no faster below {ONLINE_MIN_SIZE} px")
     return "standard", f"RepVGG's three-branch form, as in the paper ({why})"
 
 
@@ -201,7 +207,7 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     repvgg = m.name.startswith("repvgg")
     if m.train_form == "online" and not repvgg:
         raise ConfigError(f"model.train_form online applies to RepVGG models only, not {m.name}")
-    m = pick(m, "train_form", *_train_form(repvgg, gpu, finetune, t.epochs == AUTO))
+    m = pick(m, "train_form", *_train_form(repvgg, gpu, finetune, t.epochs == AUTO, int(d.image_size)))
     m = pick(m, "drop_rate", 0.5 if m.name.startswith("vgg") else 0.0, "VGG's classic dropout" if
              m.name.startswith("vgg") else "not needed with BN and augmentation")
 
