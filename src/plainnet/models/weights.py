@@ -142,8 +142,7 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
     if arch["name"].startswith(EXTERNAL_PREFIXES):
         return "same"  # torchvision / timm models have one form
     keys = _keys_without_counters(convert_dialect(state)[0])
-    online = arch.get("train_form") == "online"
-    if is_standard_form(keys) if online else is_online_form(keys):
+    if repvgg_training_form(keys) not in (None, arch.get("train_form", "standard")):
         return "train"  # RepVGG's other training form, converted on the way in (load_weights)
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     with torch.device("meta"):
@@ -155,14 +154,12 @@ def checkpoint_form(state: Mapping[str, torch.Tensor], arch: dict) -> str:
     return "deploy" if len(keys ^ deploy_keys) < len(keys ^ train_keys) else "train"
 
 
-def is_standard_form(keys) -> bool:
-    """RepVGG keys of the standard three-branch training form (official or timm names)."""
-    return any(".rbr_dense." in k or ".conv_kxk." in k for k in keys)
-
-
-def is_online_form(keys) -> bool:
-    """RepVGG keys of the online training form (:class:`~plainnet.layers.OnlineRepVGGBlock`)."""
-    return any(k.endswith(".scale_3x3") for k in keys)
+def repvgg_training_form(keys) -> str | None:
+    """``"standard"`` for RepVGG keys of the three-branch training form (official or timm names),
+    ``"online"`` for those of :class:`~plainnet.layers.OnlineRepVGGBlock`, else None."""
+    if any(".rbr_dense." in k or ".conv_kxk." in k for k in keys):
+        return "standard"
+    return "online" if any(k.endswith(".scale_3x3") for k in keys) else None
 
 
 def detect_deploy_form(state: Mapping[str, torch.Tensor], arch: dict) -> bool:
@@ -226,18 +223,18 @@ def load_weights(
         report.skipped_head = sorted(k for k in sd if k in ignore)
         sd = {k: v for k, v in sd.items() if k not in ignore}
 
+    own, held = getattr(model, "train_form", "standard"), repvgg_training_form(sd)  # RepVGG's training forms
     if form == "deploy" and not is_deployed(model):
         reparameterize(model, inplace=True)
         report.converted.append("model re-parameterized in place to match the fused checkpoint")
     elif form == "train" and is_deployed(model):
         sd = _fuse_state_dict(model, sd, ignore)
         report.converted.append("training-form checkpoint fused to match the deploy-form model")
-    elif form == "train" and getattr(model, "train_form", "standard") == "online" and is_standard_form(sd):
-        sd = _other_form_state_dict(model, sd, ignore, to_online_form)
-        report.converted.append("standard-form checkpoint converted to the online form")
-    elif form == "train" and getattr(model, "train_form", "standard") == "standard" and is_online_form(sd):
-        sd = _other_form_state_dict(model, sd, ignore, to_standard_form)
-        report.converted.append("online-form checkpoint converted to the standard form")
+    elif form == "train" and held not in (None, own):
+        sibling = _training_sibling(model, sd, ignore)
+        (to_online_form if own == "online" else to_standard_form)(sibling)
+        sd = {k: v for k, v in sibling.state_dict().items() if k not in ignore}  # the model keeps its own head
+        report.converted.append(f"{held}-form checkpoint converted to the {own} form")
 
     _check_strict(model, sd, ignore)
     model.load_state_dict(sd, strict=False)  # strictness was checked above, with better messages
@@ -252,13 +249,6 @@ def _fuse_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[
     return reparameterize(_training_sibling(model, sd, ignore), inplace=True).state_dict()
 
 
-def _other_form_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str], convert) -> dict:
-    """``sd`` (one RepVGG training form) as the state dict of ``model``'s form, through ``convert``."""
-    sibling = _training_sibling(model, sd, ignore)
-    convert(sibling)
-    return {k: v for k, v in sibling.state_dict().items() if k not in ignore}  # the model keeps its own head
-
-
 def _training_sibling(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set[str]) -> nn.Module:
     """A training-form model of ``model``'s architecture (in the RepVGG training form ``sd`` holds),
     holding ``sd``, loaded strictly."""
@@ -266,9 +256,9 @@ def _training_sibling(model: nn.Module, sd: dict[str, torch.Tensor], ignore: set
     if not arch:
         raise WeightsError("a training-form checkpoint needs a training-form model: build it with deploy=False")
     kwargs = {k: v for k, v in arch.items() if k != "name"}
-    for form, holds in (("standard", is_standard_form), ("online", is_online_form)):
-        if holds(sd):  # RepVGG: the training form the checkpoint holds
-            kwargs["train_form"] = form
+    held = repvgg_training_form(sd)
+    if held is not None:  # RepVGG: the training form the checkpoint holds
+        kwargs["train_form"] = held
     train = build(arch["name"], deploy=False, **kwargs)
     _check_strict(train, sd, ignore)
     train.load_state_dict(sd, strict=False)
