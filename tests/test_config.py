@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
+import torch
 
 from plainnet.config import RunConfig, apply_overrides, load_config, parse_override_args
 from plainnet.engine.recipe import DataFacts, Machine, resolve
@@ -111,13 +116,17 @@ def test_a_measured_machine_picks_the_faster_precision_and_layout_and_fits_epoch
 
     def probe(name, stride, size, classes, batch, precisions, layouts, **form):  # an AVX2 CPU: bf16 emulated, slow
         calls.append((name, size, classes, precisions, layouts))
-        return {("fp32", True): 50.0, ("fp32", False): 60.0, ("bf16", True): 9.0, ("bf16", False): 8.0}
+        rates = {("fp32", True): 50.0, ("fp32", False): 60.0, ("bf16", True): 9.0, ("bf16", False): 8.0}
+        return {(p, cl): r for (p, cl), r in rates.items() if p in precisions and cl in layouts}
 
-    avx2 = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30, probe=probe)
+    avx2 = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30, probe=probe,
+                   bf16_note="no native bf16: the CPU has no AVX-512 BF16 or AMX")
     cfg, notes = resolve(RunConfig(), PHOTOS, avx2, spent_seconds=30)
-    assert calls == [("repvgg_a0", cfg.data.image_size, 3, ("fp32", "bf16"), (True, False))]
+    # emulated bf16 cannot win: only fp32 is timed (the probe's bf16 figure here would never be asked for)
+    assert calls == [("repvgg_a0", cfg.data.image_size, 3, ("fp32",), (True, False))]
     assert cfg.train.precision == "fp32" and cfg.train.channels_last is False
-    assert "precision=fp32 (measured fp32 60 img/s, bf16 9 img/s; no native bf16 on this CPU)" in notes
+    assert ("precision=fp32 (measured fp32 60 img/s; bf16 not timed: no native bf16: the CPU has no AVX-512 BF16 "
+            "or AMX)") in notes
     assert "channels_last=False (measured channels_last 50 img/s, contiguous 60 img/s)" in notes
     # 5 minutes less 5% for scoring and the 30 s already spent, at 60 img/s, with epochs that cost
     # (64/96)^2..1 of a full-size one while the images grow: between the all-96 and all-64 px counts
@@ -254,3 +263,53 @@ def test_fine_tuning_choices():
     assert "freeze_epochs=0 (fine-tuning in fewer than 4 epochs: every layer from the start)" in few_notes
     with pytest.raises(ConfigError, match="no published ImageNet weights for vgg16_dws"):
         resolve(apply_overrides(RunConfig(), {"model.pretrained": "imagenet", "model.name": "vgg16_dws"}), photos, fast)
+
+
+def test_native_bf16_needs_the_cpu_flags_and_no_cap_below_them(monkeypatch):
+    """A process started with ONEDNN_MAX_CPU_ISA=AVX2 (as ../shared/tools/slow-cpu does) runs bf16
+    emulated even on a CPU that has it: plainnet must not call that native."""
+    from plainnet import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert cpu.native_bf16({}) == (True, "AVX-512 BF16")
+    for env in ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"DNNL_MAX_CPU_ISA": "avx512_core_vnni"},
+                {"ATEN_CPU_CAPABILITY": "avx2"}):
+        native, why = cpu.native_bf16(env)
+        assert not native and next(iter(env)) in why
+    assert cpu.native_bf16({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"})[0]  # a cap above bf16 keeps it
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "fma"}))  # a Zen 3
+    assert cpu.native_bf16({}) == (False, "the CPU has no AVX-512 BF16 or AMX")
+
+
+def test_the_process_check_agrees_with_onednn_under_an_avx2_cap():
+    """plainnet's own check and torch's oneDNN, in a process capped at AVX2 (slow-cpu's environment):
+    neither calls bf16 native; uncapped, plainnet says native only where torch's oneDNN agrees."""
+    code = ("import torch; from plainnet.engine.recipe import cpu_bf16; "
+            "print(cpu_bf16()[0], bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))")
+    capped = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=capped, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == "False"
+    from plainnet.engine.recipe import cpu_bf16
+
+    assert not cpu_bf16()[0] or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def test_a_budget_too_short_for_the_floor_keeps_the_floor_and_says_how_long_it_takes(caplog):
+    slow = Machine(cuda=False, cpu_bf16=False, cuda_bf16=False, cores=2, memory_bytes=24 << 30,
+                   probe=lambda *a, **k: {("fp32", True): 100.0, ("fp32", False): 80.0})
+    digits = DataFacts(num_train=1438, num_classes=10, class_counts=(144,) * 10, typical_side=8)
+    short = apply_overrides(RunConfig(), {"train.budget_minutes": "0.1", "data.image_size": "8"})
+    with caplog.at_level(logging.WARNING, logger="plainnet"):
+        cfg, notes = resolve(short, digits, slow, spent_seconds=5)
+    steps = 1438 // cfg.data.batch_size
+    assert cfg.train.min_epochs == max(3, -(-150 // steps)) and cfg.train.epochs == cfg.train.min_epochs
+    (warning,) = [r.getMessage() for r in caplog.records if "too short to learn" in r.getMessage()]
+    need = cfg.train.min_epochs * 1438 / 100.0  # the floor's epochs at the measured rate
+    assert f"needs ~{need:.0f} s of training" in warning and "--train.budget_minutes" in warning
+    assert any("fewer than the floor" in n for n in notes)
+    roomy, _ = resolve(apply_overrides(RunConfig(), {"train.budget_minutes": "5", "data.image_size": "8"}),
+                       digits, slow)
+    assert roomy.train.epochs > roomy.train.min_epochs  # the floor only matters when the budget is short
+    fixed, _ = resolve(apply_overrides(RunConfig(), {"train.min_epochs": "9", "train.budget_minutes": "0.1"}),
+                       digits, slow)
+    assert fixed.train.epochs == 9

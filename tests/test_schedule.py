@@ -168,3 +168,14 @@ def test_a_run_its_budget_stops_early_still_validates_its_last_epoch(slow_after)
     # (a 5x slow-down is re-fitted from the mean of the last three epochs: it may overrun by part of one)
     assert run < 16 and fake.now <= 200 * 1.05
     assert trainer.validated[-1] == run - 1, (run, trainer.validated)
+
+
+def test_a_refit_never_cuts_below_the_floor():
+    # 30 s epochs in a 100 s budget fit 2 of the planned 8; the floor of 5 is kept (a model that learns,
+    # past the budget), and the schedule is re-fitted onto those 5 so the run still anneals.
+    fake = _Clock()
+    clock = TrainingClock(96, 96, deadline=100.0, reserve=lambda val: 4.0, min_epochs=5, clock=fake)
+    run, _, schedule, trainer = _simulate(clock, fake, epochs=8, seconds_per_epoch=lambda e: 30.0)
+    assert run == 5 and clock.planned == 5 and schedule.progress(trainer.global_step) == pytest.approx(1.0)
+    floorless = TrainingClock(96, 96, deadline=100.0, reserve=lambda val: 4.0, clock=(fake := _Clock()))
+    assert _simulate(floorless, fake, epochs=8, seconds_per_epoch=lambda e: 30.0)[0] < 5

@@ -150,6 +150,12 @@ class TrainConfig:
     #: scoring) into this many minutes: epochs planned from a measured training rate, re-fitted after
     #: every epoch to the time left.
     budget_minutes: float = 5.0
+    #: The floor: the fewest epochs a run plans, which a budget re-fit never cuts (when even they do not
+    #: fit the budget, the run says so up front and takes the time they need); ``auto``: enough optimizer
+    #: steps to learn (:data:`plainnet.engine.recipe.FLOOR_STEPS`), at least 3 epochs.
+    min_epochs: int | str = AUTO
+    #: Stop once the validation accuracy reaches this (0..1; 0: off), the budget or ``epochs`` as a cap.
+    target_acc: float = 0.0
     label_smoothing: float = 0.1
     #: EMA decay of the weights (0 disables); validation and exports then use the averaged weights.
     ema: float | str = AUTO
@@ -283,6 +289,8 @@ RANGES = {
     "schedule.min_lr_ratio": (0.0, 1.0, False, False),
     "train.epochs": (1, None, False, False),
     "train.budget_minutes": (0.0, None, True, False),
+    "train.min_epochs": (1, None, False, False),
+    "train.target_acc": (0.0, 1.0, False, False),
     "train.label_smoothing": (0.0, 1.0, False, True),
     "train.ema": (0.0, 1.0, False, True),
     "train.grad_clip": (0.0, None, False, False),

@@ -12,7 +12,7 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_flags", "cpu_name", "has_vnni", "int8_pairs_saturate", "describe_cpu"]
+__all__ = ["cpu_flags", "cpu_name", "has_vnni", "int8_pairs_saturate", "native_bf16", "usable_cores", "describe_cpu"]
 
 
 @functools.cache
@@ -74,8 +74,47 @@ def int8_pairs_saturate() -> bool:
     return _is_x86() and not has_vnni()
 
 
+#: oneDNN's ISA caps (``ONEDNN_MAX_CPU_ISA``) below which it has no bf16 dot-product instructions: a
+#: process started with one of these runs bf16 convolutions emulated, whatever the CPU has.
+_ONEDNN_CAPS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                       "AVX512_CORE_VNNI"})
+#: ATen's kernel levels (``ATEN_CPU_CAPABILITY``) without AVX-512: its own bf16 kernels are emulated there.
+_ATEN_CAPS_WITHOUT_BF16 = frozenset({"default", "avx2"})
+
+
+def native_bf16(environ=None) -> tuple[bool, str]:
+    """Whether this process can run bf16 natively on this CPU, and why (one phrase).
+
+    Native means the CPU has AVX-512 BF16 or AMX-BF16 *and* neither oneDNN nor ATen was capped below
+    them for this process (``ONEDNN_MAX_CPU_ISA``/``DNNL_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``: a
+    process started with ``ONEDNN_MAX_CPU_ISA=AVX2`` emulates bf16 even on a CPU that has it). Emulated
+    bf16 trains several times slower than fp32, so plainnet never times or picks it.
+    """
+    env = os.environ if environ is None else environ
+    flags = cpu_flags()
+    if not flags & {"avx512_bf16", "amx_bf16"}:
+        return False, "the CPU has no AVX-512 BF16 or AMX"
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        cap = env.get(var, "").strip().upper()
+        if cap in _ONEDNN_CAPS_WITHOUT_BF16:
+            return False, f"{var}={cap} caps oneDNN below its bf16 instructions"
+    cap = env.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    if cap in _ATEN_CAPS_WITHOUT_BF16:
+        return False, f"ATEN_CPU_CAPABILITY={cap} caps ATen below AVX-512"
+    return True, "AMX" if "amx_bf16" in flags else "AVX-512 BF16"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (``taskset``, cgroups' cpusets), not all the machine has."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def describe_cpu() -> str:
     """One line naming the CPU and the features plainnet's defaults depend on."""
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     found = [f for f in wanted if f in cpu_flags()]
-    return f"{cpu_name()}, {os.cpu_count()} cores ({', '.join(found) or 'no AVX2'})"
+    bf16 = "native bf16" if native_bf16()[0] else "no native bf16"
+    return f"{cpu_name()}, {usable_cores()} cores ({', '.join(found) or 'no AVX2'}; {bf16})"

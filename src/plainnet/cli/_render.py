@@ -39,7 +39,7 @@ def print_result(result) -> None:
     table.add_row(f"best {result.config.train.monitor}", f"{result.best_metric:.4f} (epoch {result.best_epoch + 1})")
     for split, scores in result.final.items():
         for key, value in scores.items():
-            if key != "images":
+            if key not in ("images", "largest_class_share"):
                 table.add_row(f"{split} {key}", f"{value:.4f}")
         table.add_row(f"{split} images", str(scores["images"]))
     table.add_row("time", f"{result.seconds / 60:.1f} min")

@@ -37,6 +37,8 @@ def demo_command(
                  "re-parameterize the best weights and verify them on the held-out images")
     r = run_demo(model, epochs=epochs, runs_dir=runs_dir, overrides=parse_override_args(list(ctx.args)),
                  started=_app.STARTED)
+    if r.train.status != "finished":
+        _app.fail(r.train.problem, code=3)
     table = Table(title=f"plainnet demo: {model} on digits", show_header=True)
     for col in ("", "training form", "fused (deploy) form"):
         table.add_column(col, justify="right")

@@ -57,3 +57,7 @@ def train_command(
     if int(os.environ.get("RANK", "0")) == 0:
         print_result(result)
         write_report(result.run_dir)
+        if result.status != "finished":
+            from ._app import fail
+
+            fail(result.problem, code=3)

@@ -32,7 +32,7 @@ from ..models.checkpoint import save_checkpoint
 from ..run_dir import RunDir
 from .schedule import FULL_SIZE_AT, step_cost, train_size
 
-__all__ = ["AtomicCheckpointIO", "DivergenceGuard", "RunRecorder", "TrainingClock"]
+__all__ = ["AtomicCheckpointIO", "DivergenceGuard", "RunRecorder", "StartupTimer", "TargetStop", "TrainingClock"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,48 @@ class DivergenceGuard(L.Callback):
                 f"training diverged: the loss became {loss.item()} at epoch {trainer.current_epoch}, step "
                 f"{batch_idx}; lower the learning rate (--optim.lr, now {self.lr:g}) or clip gradients "
                 "(--train.grad_clip 1.0). Checkpoints of the finished epochs are kept.")
+
+
+class TargetStop(L.Callback):
+    """Stop once the validation ``monitor`` (an accuracy) reaches ``target`` (``train.target_acc``)."""
+
+    def __init__(self, target: float, monitor: str = "val/acc", notes: list[str] | None = None) -> None:
+        self.target, self.monitor, self.notes = target, monitor, notes if notes is not None else []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or trainer.should_stop or float(value) < self.target:
+            return
+        trainer.should_stop = True
+        note = (f"target reached: {self.monitor} {float(value):.4f} >= {self.target:g} after epoch "
+                f"{trainer.current_epoch + 1}: stopped")
+        self.notes.append(note)
+        log.info("%s", note)
+
+
+class StartupTimer(L.Callback):
+    """All the work before the first training step, by phase, logged as one line at that step.
+
+    ``mark(name)`` closes the phase that ran since the last mark (the first one: since ``started``, the
+    command's start); the first training batch closes the last one ("trainer").
+    """
+
+    def __init__(self, started: float, clock=time.perf_counter) -> None:
+        self.clock, self._last, self.phases = clock, started, []
+        self.seconds: float | None = None
+
+    def mark(self, name: str) -> None:
+        now = self.clock()
+        self.phases.append((name, now - self._last))
+        self._last = now
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.seconds is not None:
+            return
+        self.mark("trainer start")
+        self.seconds = sum(s for _, s in self.phases)
+        log.info("startup: first training step after %.1f s (%s)", self.seconds,
+                 ", ".join(f"{name} {s:.1f} s" for name, s in self.phases))
 
 
 class RunRecorder(L.Callback):
@@ -182,8 +224,9 @@ class TrainingClock(L.Callback):
 
     def __init__(self, start_size: int, full_size: int, *, deadline: float | None = None,
                  reserve=lambda val_seconds: 0.0, max_epochs: int = 100, val_every: int | None = 1,
-                 clock=time.perf_counter, notes: list[str] | None = None) -> None:
+                 min_epochs: int = 1, clock=time.perf_counter, notes: list[str] | None = None) -> None:
         self.start_size, self.full_size, self.deadline, self.reserve = start_size, full_size, deadline, reserve
+        self.min_epochs, self._floor_said = min_epochs, False
         self.max_epochs, self.clock, self.notes = max_epochs, clock, notes if notes is not None else []
         # (train s, relative cost, other s: validation + saving)
         self.epochs: list[tuple[float, float, float]] = []
@@ -273,6 +316,13 @@ class TrainingClock(L.Callback):
         remaining = self.deadline - self.clock() - self.reserve(val) - val * (1 - 1 / self.val_every)
         progress = self._progress(trainer, pl_module)
         fit = self._epochs_that_fit(progress, per_cost, other, remaining, self.max_epochs - done)
+        if done + fit < self.min_epochs:  # never below the floor: a model that learns, past the budget
+            fit = self.min_epochs - done
+            if not self._floor_said:
+                self._floor_said = True
+                log.warning("budget: the time budget ends before the floor of %d epochs; training them to the "
+                            "end (~%.0f s past the budget)", self.min_epochs, self._overrun(progress, per_cost,
+                                                                                            other, remaining, fit))
         # Shrink whenever the plan no longer fits; stretch by two epochs or more (one is within an epoch's
         # noise: measured, short epochs then flip between N and N+1) and only while the images still
         # grow (a late stretch would re-warp the annealing tail).
@@ -292,13 +342,19 @@ class TrainingClock(L.Callback):
             self.notes.append(note)
             log.info("auto: %s", note)
 
+    def _need(self, progress: float, per_cost: float, other: float, k: int) -> float:
+        """Seconds that ``k`` more epochs take, from ``progress`` on."""
+        sizes = [train_size(progress + (1 - progress) * j / k, self.start_size, self.full_size) for j in range(k)]
+        return sum(step_cost(s, self.full_size) * per_cost + other for s in sizes)
+
+    def _overrun(self, progress: float, per_cost: float, other: float, remaining: float, k: int) -> float:
+        return max(self._need(progress, per_cost, other, k) - remaining, 0.0)
+
     def _epochs_that_fit(self, progress: float, per_cost: float, other: float, remaining: float,
                          most: int) -> int:
         best = 0
         for k in range(1, max(most, 0) + 1):
-            sizes = [train_size(progress + (1 - progress) * j / k, self.start_size, self.full_size) for j in range(k)]
-            need = sum(step_cost(s, self.full_size) * per_cost + other for s in sizes)
-            if need > remaining:
+            if self._need(progress, per_cost, other, k) > remaining:
                 break
             best = k
         return best

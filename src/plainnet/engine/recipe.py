@@ -31,7 +31,11 @@ log = logging.getLogger(__name__)
 CPU_TRAIN_MACS_PER_S = 60e9
 #: Share of the time budget planned for validation, the final scoring and the report.
 RESERVE_SHARE = 0.05
-MIN_EPOCHS, MAX_EPOCHS = 5, 100
+MAX_EPOCHS = 100
+#: The floor of a run trained from scratch: at least this many optimizer steps, and at least MIN_EPOCHS
+#: epochs. Measured on the digits (RepVGG-A0, 8 px, fp32, SGD one-cycle): 90 steps 90.5% held-out, 135
+#: steps 95.5%, 180 steps 95-97%; a minute's budget on a 2-core AVX2 CPU had planned 22 steps (10%).
+FLOOR_STEPS, MIN_EPOCHS = 150, 3
 #: Fine-tuning pretrained weights: more epochs than this rarely help (the features are already learned).
 FINETUNE_MAX_EPOCHS = 15
 #: When fewer epochs than this fit the budget at the automatic image size, photos train smaller (8 px at a
@@ -75,14 +79,30 @@ class Machine:
     #: (:func:`plainnet.engine.probe.measure_train_rates`). ``None``: precision from the CPU's flags,
     #: channels_last, and the speed estimated from the model's MACs.
     probe: Callable[..., dict[tuple[str, bool], float]] | None = None
+    #: Why bf16 is not native here, when it is not (logged with the precision choice).
+    bf16_note: str = "no native bf16 on this CPU"
+
+
+def cpu_bf16() -> tuple[bool, str]:
+    """Native bf16 in this process, and why not: :func:`plainnet.cpu.native_bf16` (the CPU's AVX-512
+    BF16 or AMX, not capped away by ``ONEDNN_MAX_CPU_ISA``) and torch's oneDNN agreeing. Emulated bf16
+    is several times slower than fp32."""
+    from ..cpu import native_bf16
+
+    native, why = native_bf16()
+    if not native:
+        return False, f"no native bf16: {why}"
+    try:
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return True, why
+    except (AttributeError, RuntimeError):
+        pass
+    return False, "no native bf16: torch's oneDNN does not run bf16 on this CPU"
 
 
 def cpu_supports_bf16() -> bool:
-    """Native bf16 on this CPU (AVX-512 BF16 or AMX); emulated bf16 would be slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Native bf16 in this process (:func:`cpu_bf16`)."""
+    return cpu_bf16()[0]
 
 
 def detect_machine() -> Machine:
@@ -91,10 +111,12 @@ def detect_machine() -> Machine:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = 8 << 30
+    from ..cpu import usable_cores
     from .probe import measure_train_rates
 
-    return Machine(cuda=cuda, cpu_bf16=cpu_supports_bf16(), cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
-                   cores=os.cpu_count() or 1, memory_bytes=memory, probe=measure_train_rates)
+    bf16, why = cpu_bf16()
+    return Machine(cuda=cuda, cpu_bf16=bf16, cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+                   cores=usable_cores(), memory_bytes=memory, probe=measure_train_rates, bf16_note=why)
 
 
 def _is_vgg(name: str) -> bool:
@@ -250,7 +272,9 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
              f"{d.batch_size}")
     rates, probe_seconds = {}, 0.0  # training images/s, by (precision, channels_last)
     if not gpu and machine.probe is not None and AUTO in (t.precision, t.epochs, t.channels_last):
-        precisions = ("fp32", "bf16") if t.precision == AUTO else (t.precision,)
+        # Only what can win is timed: emulated bf16 (no native bf16 in this process) is several times
+        # slower than fp32, and timing it took most of a short budget (measured: a minute on a 2-core Zen 3).
+        precisions = (("fp32", "bf16") if machine.cpu_bf16 else ("fp32",)) if t.precision == AUTO else (t.precision,)
         layouts = (True, False) if t.channels_last == AUTO else (bool(t.channels_last),)
         stride = None if m.name.startswith(("torchvision.", "timm.")) else int(m.output_stride)
         probe_started = time.perf_counter()
@@ -265,14 +289,20 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
         best = {p: max(r for (q, _), r in rates.items() if q == p) for p in dict.fromkeys(q for q, _ in rates)}
         t = pick(t, "precision", _measured_choice(best, "bf16" if machine.cpu_bf16 else "fp32"), "measured " +
                  ", ".join(f"{p} {r:.0f} img/s" for p, r in best.items()) +
-                 ("" if machine.cpu_bf16 else "; no native bf16 on this CPU"))
+                 ("" if machine.cpu_bf16 else f"; bf16 not timed: {machine.bf16_note}"))
         layout = {cl: r for (p, cl), r in rates.items() if p == t.precision}
         t = pick(t, "channels_last", _measured_choice(layout, True), "measured " + ", ".join(
             f"{'channels_last' if cl else 'contiguous'} {r:.0f} img/s" for cl, r in layout.items()))
     if not gpu:  # nothing measured: the CPU's flags decide
         t = pick(t, "precision", "bf16" if machine.cpu_bf16 else "fp32",
-                 "CPU has native bf16" if machine.cpu_bf16 else "no native bf16 on this CPU")
+                 "CPU has native bf16" if machine.cpu_bf16 else machine.bf16_note)
     t = pick(t, "channels_last", True, "faster convolutions with oneDNN and cuDNN")
+    steps = max(facts.num_train // int(d.batch_size), 1)  # optimizer steps per epoch
+    floor = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(FLOOR_STEPS / steps)))
+    if finetune:
+        floor = min(floor, FINETUNE_MAX_EPOCHS)
+    t = pick(t, "min_epochs", floor, f"the floor: at least {FLOOR_STEPS} optimizer steps ({steps} an epoch) and "
+             f"{MIN_EPOCHS} epochs, so that a short budget still learns")
     if t.epochs == AUTO:
         if gpu:
             epochs, why = 30, "GPU default"
@@ -303,13 +333,23 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
                     notes.append("start_size={} ({})".format(*_start_size(full)))
                 d = replace(d, image_size=full, start_size=start)
             cost = mean_cost(start, full, measured_at)
-            epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, fit(start, full))))
+            fits = fit(start, full)
+            epochs = int(min(MAX_EPOCHS, max(int(t.min_epochs), fits)))
+            if fits < int(t.min_epochs):  # the floor does not fit: said up front, with the time it takes
+                need = int(t.min_epochs) * max(facts.num_train, 1) * cost / rate
+                total = (spent_seconds + probe_seconds + need) / (1 - RESERVE_SHARE)
+                log.warning("budget: %g min is too short to learn here: the floor of %d epochs needs ~%.0f s of "
+                            "training at ~%.0f img/s, so this command takes ~%.1f min; give --train.budget_minutes "
+                            "%.1f or more to plan within the budget (or --epochs N)", float(t.budget_minutes),
+                            int(t.min_epochs), need, rate, total / 60, math.ceil(total / 6) / 10)
             capped = finetune and epochs > FINETUNE_MAX_EPOCHS
             epochs = min(epochs, FINETUNE_MAX_EPOCHS) if capped else epochs
             why = (f"{t.budget_minutes:g} min budget: {seconds:.0f} s of training at ~{rate:.0f} img/s "
                    f"({'measured' if rates else 'estimated'} at {measured_at} px) for {facts.num_train} images")
             if cost < 1:
                 why += f", {cost:.2f}x that cost per epoch at the sizes trained"
+            if fits < int(t.min_epochs):
+                why += f": {fits:.1f} epochs fit, fewer than the floor of {t.min_epochs}, which is kept"
             if capped:
                 why += f"; fine-tuning: at most {FINETUNE_MAX_EPOCHS} epochs, the rest of the budget unused"
         if gpu and finetune:

@@ -25,7 +25,8 @@ def score_datamodule(model: nn.Module, dm, split: str, *, tta: str = "none", bat
 
     views = view_probs(model, batches(), tta=tta)
     n, y = len(dm.classes), torch.cat(labels)
-    result: dict = {"images": len(y)}
+    # what always answering the largest class would score: the bar a model that learned must clear
+    result: dict = {"images": len(y), "largest_class_share": torch.bincount(y, minlength=n).max().item() / max(len(y), 1)}
     variants = [("", views[0])] + ([(f"_{tta}", views.mean(0))] if tta != "none" else [])
     for suffix, probs in variants:
         result[f"acc{suffix}"] = multiclass_accuracy(probs, y, n, average="micro").item()

@@ -43,6 +43,11 @@ class TrainResult:
     seconds: float
     config: RunConfig
     notes: tuple[str, ...] = ()
+    #: ``finished``, or ``did_not_learn`` (held-out accuracy no better than the largest class: ``problem``
+    #: says why and what to change); ``warnings``: lesser problems the run noticed.
+    status: str = "finished"
+    problem: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- data
@@ -279,9 +284,12 @@ def train(
     """
     import lightning as L
 
+    from .callbacks import StartupTimer
     from .recipe import detect_machine, resolve
 
     t0 = time.perf_counter() if started is None else started
+    startup = StartupTimer(t0)
+    startup.mark("start-up and imports")
     # 1. Configuration: defaults < file < overrides (< the saved config of a resumed run).
     ckpt_path = None
     if resume is not None:
@@ -320,6 +328,7 @@ def train(
     # 2. Data, and every "auto" resolved from it and from this machine.
     budgeted = cfg.train.epochs == AUTO and resume is None  # the time budget bounds this command
     source = load_data(cfg)
+    startup.mark("data scan")
     machine = detect_machine()
     world, rank = _distributed_env()
     if world > 1 or cfg.train.devices not in (AUTO, 1) or cfg.train.num_nodes not in (AUTO, 1):
@@ -328,6 +337,7 @@ def train(
     if cfg.train.threads:  # (before the probe: it measures what training will get)
         torch.set_num_threads(cfg.train.threads)
     cfg, notes = resolve(cfg, data_facts(source), machine, spent_seconds=time.perf_counter() - t0)
+    startup.mark("recipe and speed probe")
     deadline = t0 + float(cfg.train.budget_minutes) * 60 if budgeted and cfg.train.accelerator == "cpu" else None
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
@@ -346,7 +356,8 @@ def train(
             log.info("auto: %s", note)
         try:
             with writing_into(run_dir):  # a disk that fills up mid-write names the run directory
-                return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, deadline, model_instance)
+                return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, deadline, model_instance,
+                            startup=startup)
         finally:
             if handler is not None:
                 _detach_log_file(handler)
@@ -426,11 +437,11 @@ AFTER_TRAINING_SECONDS = 4.0
 
 
 def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float,
-         deadline: float | None, model_instance=None) -> TrainResult:
+         deadline: float | None, model_instance=None, *, startup) -> TrainResult:
     from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, tta_views
     from ..data.datamodule import ImageDataModule
     from ..data.preprocess import Preprocess
-    from .callbacks import DivergenceGuard, RunRecorder, TrainingClock
+    from .callbacks import DivergenceGuard, RunRecorder, TargetStop, TrainingClock
     from .recipe import FINETUNE_MAX_EPOCHS, MAX_EPOCHS
     from .scoring import score_datamodule
     from .task import ClassificationTask
@@ -448,6 +459,7 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
                          normalize_from_data=d.normalize == "data", channels_last=bool(cfg.train.channels_last))
     dm.prepare_data()
     dm.setup("fit")
+    startup.mark("decoding")
     classes = list(dm.classes)
     if rank == 0:
         run.save_config(cfg, notes)
@@ -486,8 +498,12 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     clock = TrainingClock(int(d.start_size), int(d.image_size), deadline=deadline,
                           max_epochs=FINETUNE_MAX_EPOCHS if cfg.model.pretrained else MAX_EPOCHS,
                           reserve=lambda val: val * 1.5 * passes + AFTER_TRAINING_SECONDS,
-                          val_every=_val_every(cfg.train), notes=notes)
-    trainer = _trainer(cfg, run_dir, [clock, guard, recorder], max_epochs=int(cfg.train.epochs))
+                          val_every=_val_every(cfg.train), min_epochs=int(cfg.train.min_epochs), notes=notes)
+    callbacks = [clock, guard, recorder, startup]
+    if cfg.train.target_acc:
+        callbacks.append(TargetStop(float(cfg.train.target_acc), cfg.train.monitor, notes))
+    trainer = _trainer(cfg, run_dir, callbacks, max_epochs=int(cfg.train.epochs))
+    startup.mark("model and trainer")
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     if trainer.interrupted:
         raise KeyboardInterrupt
@@ -497,7 +513,7 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
             run.save_config(cfg, notes)
 
     # Score the best weights on the held-out split(s), with and without test-time augmentation.
-    final = {}
+    final, verdict = {}, None
     if trainer.is_global_zero and run.best.is_file():
         from ..models.reparam import reparameterize
         from ..models import load_model
@@ -509,10 +525,28 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
             if dm.has_split(split):
                 final[split] = score_datamodule(best, dm, split, tta=cfg.augment.tta)
         skipped = dm.used_splits().skipped if isinstance(source, Splits) else dm.bad_files
+        verdict = _verdict(cfg, final, recorder.history, notes, planned=int(cfg.train.epochs))
+        for warning in verdict.warnings:
+            log.warning("%s", warning)
         run.write_results({
-            "status": "finished", "best_epoch": recorder.best_epoch, "best_metric": recorder.best,
+            "status": verdict.status, **({"problem": verdict.problem} if verdict.problem else {}),
+            "warnings": list(verdict.warnings), "best_epoch": recorder.best_epoch, "best_metric": recorder.best,
             "monitor": cfg.train.monitor, "epochs_run": len(recorder.history), "seconds": time.perf_counter() - t0,
-            "final": final, "auto": notes, "bad_files": [[display_path(p), r] for p, r in skipped]})
+            "startup_seconds": startup.seconds, "final": final, "auto": notes,
+            "bad_files": [[display_path(p), r] for p, r in skipped]})
     return TrainResult(run_dir=run_dir, best_checkpoint=run.best, best_metric=recorder.best or 0.0,
                        best_epoch=recorder.best_epoch or 0, final=final, epochs_run=len(recorder.history),
-                       seconds=time.perf_counter() - t0, config=cfg, notes=tuple(notes))
+                       seconds=time.perf_counter() - t0, config=cfg, notes=tuple(notes),
+                       **({} if verdict is None else {"status": verdict.status, "problem": verdict.problem,
+                                                      "warnings": verdict.warnings}))
+
+
+def _verdict(cfg: RunConfig, final: dict, history: list[dict], notes: list[str], planned: int):
+    """Whether the run learned (:func:`plainnet.engine.verdict.assess`), from its held-out scores."""
+    from .verdict import assess
+
+    scores = final.get("val") or final.get("test") or {}
+    refitted = any(n.startswith("epochs re-fitted") for n in notes)  # (not early stopping, not a target)
+    return assess(scores.get("acc"), scores.get("largest_class_share"), history, epochs_planned=planned if refitted else 0,
+                  lr=float(cfg.optim.lr), lr_by_hand=not any(n.startswith("lr=") for n in notes),
+                  floor=int(cfg.train.min_epochs))
