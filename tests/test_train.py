@@ -19,6 +19,7 @@ import plainnet
 from _util import FP32, digits_folder, potato_subset
 from plainnet.data.folder import Splits
 from plainnet.engine.task import distillation_loss
+from plainnet.engine.recipe import cpu_supports_bf16
 from plainnet.errors import DataError, PlainnetError
 
 QUIET = {**FP32, "train.seed": "0"}
@@ -290,9 +291,12 @@ def test_plain_vgg_without_bn_converges(tmp_path):
      "augment.random_erasing": "0.25", "data.normalize": "data"},
     {"optim.name": "adamw", "schedule.name": "cosine", "data.balance": "sampler", "train.grad_clip": "1.0",
      "augment.preset": "rrc", "augment.rotate": "15", "augment.tta": "flips"},
-    {"optim.name": "adam", "schedule.name": "constant", "augment.preset": "vgg", "train.precision": "bf16",
-     "train.channels_last": "false", "augment.policy": "randaugment"},
-], ids=["policies-mixing", "adamw-cosine-sampler", "adam-bf16-vgg-jitter"])
+    # bf16-mixed end to end where bf16 is native; emulated (an AVX2 CPU, slow-cpu) it took 478 s of a Zen 3's
+    # suite, so there fp32 (tests/test_channels_last.py trains a bf16 step on every CPU)
+    {"optim.name": "adam", "schedule.name": "constant", "augment.preset": "vgg",
+     "train.precision": "bf16" if cpu_supports_bf16() else "fp32", "train.channels_last": "false",
+     "augment.policy": "randaugment"},
+], ids=["policies-mixing", "adamw-cosine-sampler", "adam-bf16-where-native-vgg-jitter"])
 def test_recipe_options_train(tmp_path, options):
     """Each option runs end to end and is in effect (two epochs learn too little to judge them by accuracy:
     measured 10-40% on these digits, so what is checked is what each option does)."""
@@ -337,20 +341,34 @@ def test_streaming_workers_and_early_stopping(tmp_path, datasets_dir):
 
 
 def test_a_run_out_of_time_refits_its_schedule_and_stops_in_time(tmp_path, datasets_dir):
-    # A 3-second budget: the probe plans at least 5 epochs, but after the first one nothing fits before
-    # the deadline (the final scoring and report alone are reserved more): training stops there, scores
-    # the best weights and says why, in the log and in results.json.
+    # A 3-second budget with a floor of one epoch (the default floor would be kept past the budget): the
+    # probe plans at least that, but after the first one nothing fits before the deadline (the final scoring
+    # and report alone are reserved more): training stops there, scores the best weights and says why, in
+    # the log and in results.json.
     data = potato_subset(tmp_path / "data", datasets_dir, 12)
     result = plainnet.train(data=str(data), overrides={
         **QUIET, "train.budget_minutes": "0.05", "data.image_size": "32", "train.runs_dir": str(tmp_path / "runs"),
-        "train.name": "late", "data.cache_dir": str(tmp_path / "cache")})
-    assert result.config.train.epochs >= 5 and result.epochs_run == 1
-    assert f"epochs re-fitted from {result.config.train.epochs} to 1 after epoch 1" in " ".join(result.notes)
+        "train.name": "late", "data.cache_dir": str(tmp_path / "cache"), "train.min_epochs": "1"})
+    assert result.config.train.epochs >= 1 and result.epochs_run == 1
     results = json.loads((result.run_dir / "results.json").read_text())
-    assert results["status"] == "finished" and results["epochs_run"] == 1 and "val" in results["final"]
+    if result.config.train.epochs > 1:  # (a probe on a slow machine may plan just the one)
+        assert f"epochs re-fitted from {result.config.train.epochs} to 1 after epoch 1" in " ".join(result.notes)
+    # (one epoch of 27 images may or may not beat always answering the largest class: either is said)
+    assert results["status"] in ("finished", "did_not_learn")
+    assert ("epoch(s) ran" in results.get("problem", "")) == (results["status"] == "did_not_learn")
+    assert results["epochs_run"] == 1 and "val" in results["final"]
     assert any("re-fitted" in note for note in results["auto"])
     header = (result.run_dir / "config.yaml").read_text().splitlines()
     assert any(line.startswith("# auto: epochs=") and "budget" in line for line in header)
+
+
+def test_a_target_accuracy_stops_the_run_once_validation_reaches_it(tmp_path):
+    result = plainnet.train(data="digits", epochs=8, overrides={
+        **QUIET, "train.runs_dir": str(tmp_path), "data.image_size": "8", "data.batch_size": "32",
+        "optim.lr": "0.01", "augment.preset": "none", "augment.tta": "none", "train.target_acc": "0.6"})
+    assert result.epochs_run < 8 and result.best_metric >= 0.6 and result.status == "finished"
+    (note,) = [n for n in result.notes if n.startswith("target reached")]
+    assert f"after epoch {result.epochs_run}" in note
 
 
 def test_progressive_resizing_trains_on_smaller_batches_of_the_same_view():

@@ -152,21 +152,49 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     assert not run.exists(), sorted(p.name for p in run.iterdir())
 
 
-@pytest.mark.long
-def test_demo_trains_evaluates_and_verifies_fusion(tmp_path):
-    """README's main command: digits, >= 97% on the held-out split, fused model verified equal. (The
-    demo's epochs normally follow its one-minute budget, so their number depends on the machine; pinned
-    here to what a 2-core AVX2 CPU fits, so the outcome does not.)"""
+def _demo_as_the_readme_runs_it(cwd, *, pin: list[str] | None = None, hog: bool = False):
+    """``plainnet demo`` with no option, as README's ``./dev demo`` runs it, in ``cwd`` (its runs/ go
+    there), with the user's threads (not the test worker's share); ``pin``: a taskset prefix, ``hog``: a
+    busy loop on the first core beside it (another program on the machine)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    busy = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"]) if hog else None
     start = time.perf_counter()
-    proc = run_cli("demo", "--runs-dir", tmp_path, "--epochs", "9", "--train.precision", "fp32",
-                   "--train.progress", "false")
+    try:
+        proc = subprocess.run([*(pin or []), *PLAINNET, "demo"], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=900)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
     elapsed = time.perf_counter() - start
-    assert proc.code == 0, proc.stderr[-3000:]
-    (run,) = tmp_path.iterdir()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (cwd / "runs").iterdir()
     results = json.loads((run / "results.json").read_text())
-    assert results["final"]["val"]["acc"] >= 0.97
+    assert results["status"] == "finished" and results["final"]["val"]["acc"] >= 0.97, results["final"]
     assert "fused output equals training form" in proc.stdout
+    log = (run / "train.log").read_text()
+    assert "startup: first training step after" in log
+    print(f"demo took {elapsed:.0f} s, {results['epochs_run']} epochs, {results['final']['val']['acc']:.2%}")
+    return run, log
+
+
+@pytest.mark.long
+def test_demo_as_the_readme_runs_it(tmp_path):
+    """README's main command, nothing pinned: digits, >= 97% on the held-out split whatever epochs this
+    machine's minute fits (the floor keeps at least 5), fused model verified equal."""
+    run, log = _demo_as_the_readme_runs_it(tmp_path)
     fused = plainnet.load_model(run / "best_fused.pt")
     assert plainnet.models.is_deployed(fused)
     assert (run / "curves.png").is_file()
-    print(f"demo took {elapsed:.0f} s")
+    from plainnet.engine.recipe import cpu_supports_bf16
+
+    if not cpu_supports_bf16():  # emulated bf16 is never timed (it took the whole minute on a Zen 3)
+        assert "bf16 not timed" in log
+
+
+@pytest.mark.long
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="taskset pins to a core on Linux only")
+def test_demo_on_one_busy_core_still_learns(tmp_path):
+    """The demo on one core shared with a busy loop (a slow, busy machine): the floor of epochs, not the
+    one-minute budget, decides, so it still ends >= 97%, taking longer and saying so up front."""
+    _demo_as_the_readme_runs_it(tmp_path, pin=["taskset", "-c", "0"], hog=True)

@@ -92,9 +92,9 @@ def diagnose(seconds: float = 0.3, rounds: int = 3) -> Diagnosis:
     """Time the layer in every form (``rounds`` interleaved rounds of about ``seconds`` each) and say
     what plainnet will use here and why."""
     from .deploy.bench import run_bench
-    from .engine.recipe import cpu_supports_bf16
+    from .engine.recipe import cpu_bf16
 
-    native_bf16 = cpu_supports_bf16()
+    native_bf16, bf16_why = cpu_bf16()
     with tempfile.TemporaryDirectory(prefix="plainnet-doctor-") as tmp:
         runners = [_torch_runner("fp32 forward", False, False), _torch_runner("bf16 forward", True, False),
                    _torch_runner("fp32 forward+backward (training)", False, True),
@@ -105,9 +105,12 @@ def diagnose(seconds: float = 0.3, rounds: int = 3) -> Diagnosis:
     train_ratio = by["bf16 forward+backward"] / by["fp32 forward+backward"]
     int8_ratio = by["int8 forward"] / by["fp32 forward"]
     choices = (
-        ("training precision", "bf16" if train_ratio > 1 else "fp32",
-         f"bf16 trains this layer at {train_ratio:.2f}x the fp32 speed ({'native' if native_bf16 else 'emulated'} "
-         "bf16); `train` measures its own model the same way before it starts"),
+        ("native bf16", "yes" if native_bf16 else "no", bf16_why if not native_bf16 else
+         f"{bf16_why}, and torch's oneDNN runs it"),
+        ("training precision", "bf16" if native_bf16 and train_ratio > 1 else "fp32",
+         f"bf16 trains this layer at {train_ratio:.2f}x the fp32 speed ("
+         + ("native bf16; `train` measures its own model both ways before it starts)" if native_bf16 else
+            "emulated bf16: `train` never times or picks it here)")),
         ("int8 weights", "7-bit" if int8_pairs_saturate() else "8-bit",
          "x86 without VNNI: 8-bit products would saturate" if int8_pairs_saturate()
          else "VNNI or non-x86: 8-bit products accumulate exactly"),

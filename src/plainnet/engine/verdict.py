@@ -62,10 +62,10 @@ def assess(acc: float | None, largest_share: float | None, history: list[dict], 
         return Verdict("finished", "", tuple(warnings))
     what = (f"the model did not learn: held-out accuracy {acc:.1%} is no better than always answering the largest "
             f"class ({largest_share:.1%})")
-    if lr_by_hand and not _loss_fell(history):
+    if lr_by_hand and run >= 2 and not _loss_fell(history):
         cause = (f"the training loss never fell at --optim.lr {lr:g}: leave the learning rate to the recipe (drop "
                  "--optim.lr) or set one nearer its choice")
-    elif run < floor:
+    elif run < max(floor, 3):  # (too few epochs to tell a loss that does not fall)
         cause = (f"only {run} epoch(s) ran, fewer than the {floor} a run needs to learn: give a longer "
                  "--train.budget_minutes or --epochs")
     elif not _loss_fell(history):
