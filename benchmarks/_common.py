@@ -38,6 +38,11 @@ def cpu() -> tuple[str, str]:
     codename = CODENAMES.get((vendor, family, model))
     label = f"{name} ({codename + ', ' if codename else ''}family {family} model {model}; {' '.join(isa)})"
     short = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor, vendor.lower())
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if cap:  # ../shared/tools/slow-cpu (or a user's cap): another machine as far as the figures go
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        label += f" under slow-cpu (oneDNN capped at {cap}, {cores} cores)"
+        return f"{short}-{family}-{model}-{cap.lower()}-{cores}c", label
     return f"{short}-{family}-{model}", label
 
 
@@ -45,7 +50,8 @@ def machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu()[1]}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu()[1]}, {cores} cores, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 

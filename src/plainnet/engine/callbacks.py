@@ -7,6 +7,8 @@
 - :class:`TrainingClock` sets each epoch's image size (progressive resizing), validates less often when a
   validation pass costs much of an epoch, and, under a time budget, re-fits the number of epochs and the
   schedule to the time left after every epoch.
+- :class:`TargetStop` ends a run once validation reaches ``train.target_acc``.
+- :class:`StartupTimer` logs, at the first training step, all the work before it by phase, in one line.
 - :class:`RunRecorder` keeps the per-epoch history (restored on resume, so no epoch is counted twice),
   rewrites ``metrics.csv`` each epoch and ``curves.png`` every ``plot_every_s`` seconds and at the end,
   and saves ``best.pt`` (when the monitored metric improves) and ``last.pt`` (when training ends) as
