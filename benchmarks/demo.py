@@ -59,7 +59,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for mode, rs in rows.items():
         secs, start = [r["seconds"] for r in rs], [r["startup"] for r in rs]
-        lines.append(f"| {LABELS[mode]} | {len(rs)} | {', '.join(f'{r['acc']:.2%}' for r in rs)} | "
+        accs = ", ".join(f"{r['acc']:.2%}" for r in rs)
+        lines.append(f"| {LABELS[mode]} | {len(rs)} | {accs} | "
                      f"{statistics.median(r['epochs'] for r in rs):g} | {statistics.median(start):.1f} s "
                      f"({min(start):.1f}-{max(start):.1f}) | {statistics.median(secs):.0f} s ({min(secs):.0f}-"
                      f"{max(secs):.0f}) | {', '.join(str(r['code']) for r in rs)} |")
