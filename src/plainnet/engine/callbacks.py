@@ -86,7 +86,7 @@ class StartupTimer(L.Callback):
     """All the work before the first training step, by phase, logged as one line at that step.
 
     ``mark(name)`` closes the phase that ran since the last mark (the first one: since ``started``, the
-    command's start); the first training batch closes the last one ("trainer").
+    command's start); the first training batch closes the last one ("trainer start").
     """
 
     def __init__(self, started: float, clock=time.perf_counter) -> None:
@@ -322,9 +322,9 @@ class TrainingClock(L.Callback):
             fit = self.min_epochs - done
             if not self._floor_said:
                 self._floor_said = True
+                over = max(self._need(progress, per_cost, other, fit) - remaining, 0.0)
                 log.warning("budget: the time budget ends before the floor of %d epochs; training them to the "
-                            "end (~%.0f s past the budget)", self.min_epochs, self._overrun(progress, per_cost,
-                                                                                            other, remaining, fit))
+                            "end (~%.0f s past the budget)", self.min_epochs, over)
         # Shrink whenever the plan no longer fits; stretch by two epochs or more (one is within an epoch's
         # noise: measured, short epochs then flip between N and N+1) and only while the images still
         # grow (a late stretch would re-warp the annealing tail).
@@ -348,9 +348,6 @@ class TrainingClock(L.Callback):
         """Seconds that ``k`` more epochs take, from ``progress`` on."""
         sizes = [train_size(progress + (1 - progress) * j / k, self.start_size, self.full_size) for j in range(k)]
         return sum(step_cost(s, self.full_size) * per_cost + other for s in sizes)
-
-    def _overrun(self, progress: float, per_cost: float, other: float, remaining: float, k: int) -> float:
-        return max(self._need(progress, per_cost, other, k) - remaining, 0.0)
 
     def _epochs_that_fit(self, progress: float, per_cost: float, other: float, remaining: float,
                          most: int) -> int:
