@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from plainnet.cpu import usable_cores
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -40,7 +42,7 @@ def cpu() -> tuple[str, str]:
     short = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(vendor, vendor.lower())
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     if cap:  # ../shared/tools/slow-cpu (or a user's cap): another machine as far as the figures go
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = usable_cores()
         label += f" under slow-cpu (oneDNN capped at {cap}, {cores} cores)"
         return f"{short}-{family}-{model}-{cap.lower()}-{cores}c", label
     return f"{short}-{family}-{model}", label
@@ -50,8 +52,7 @@ def machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu()[1]}, {cores} cores, {gpu}; Python {platform.python_version()}, "
+    return (f"{cpu()[1]}, {usable_cores()} cores, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 

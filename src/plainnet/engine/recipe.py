@@ -335,21 +335,20 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
             cost = mean_cost(start, full, measured_at)
             fits = fit(start, full)
             epochs = int(min(MAX_EPOCHS, max(int(t.min_epochs), fits)))
-            if fits < int(t.min_epochs):  # the floor does not fit: said up front, with the time it takes
-                need = int(t.min_epochs) * max(facts.num_train, 1) * cost / rate
-                total = (spent_seconds + probe_seconds + need) / (1 - RESERVE_SHARE)
-                log.warning("budget: %g min is too short to learn here: the floor of %d epochs needs ~%.0f s of "
-                            "training at ~%.0f img/s, so this command takes ~%.1f min; give --train.budget_minutes "
-                            "%.1f or more to plan within the budget (or --epochs N)", float(t.budget_minutes),
-                            int(t.min_epochs), need, rate, total / 60, math.ceil(total / 6) / 10)
             capped = finetune and epochs > FINETUNE_MAX_EPOCHS
             epochs = min(epochs, FINETUNE_MAX_EPOCHS) if capped else epochs
             why = (f"{t.budget_minutes:g} min budget: {seconds:.0f} s of training at ~{rate:.0f} img/s "
                    f"({'measured' if rates else 'estimated'} at {measured_at} px) for {facts.num_train} images")
             if cost < 1:
                 why += f", {cost:.2f}x that cost per epoch at the sizes trained"
-            if fits < int(t.min_epochs):
+            if fits < int(t.min_epochs):  # the floor does not fit: said up front, with the time it takes
                 why += f": {fits:.1f} epochs fit, fewer than the floor of {t.min_epochs}, which is kept"
+                need = int(t.min_epochs) * max(facts.num_train, 1) * cost / rate
+                total = (spent_seconds + probe_seconds + need) / (1 - RESERVE_SHARE)
+                log.warning("budget: %g min is too short to learn here: the floor of %d epochs needs ~%.0f s of "
+                            "training at ~%.0f img/s, so this command takes ~%.1f min; give --train.budget_minutes "
+                            "%.1f or more to plan within the budget (or --epochs N)", float(t.budget_minutes),
+                            int(t.min_epochs), need, rate, total / 60, math.ceil(total / 6) / 10)
             if capped:
                 why += f"; fine-tuning: at most {FINETUNE_MAX_EPOCHS} epochs, the rest of the budget unused"
         if gpu and finetune:
