@@ -156,14 +156,13 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
 
 def _demo_as_the_readme_runs_it(cwd, *, pin: list[str] | None = None, hog: bool = False):
     """``plainnet demo`` with no option, as README's ``./dev demo`` runs it, in ``cwd`` (its runs/ go
-    there), with the user's threads (not the test worker's share); ``pin``: a taskset prefix, ``hog``: a
-    busy loop on the first core beside it (another program on the machine)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    there); ``pin``: a taskset prefix, ``hog``: a busy loop on the first core beside it (another program
+    on the machine). It keeps the test worker's share of the threads (tests/conftest.py): with all the
+    cores' threads beside the other worker it oversubscribed them and took 325 s instead of ~60."""
     busy = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"]) if hog else None
     start = time.perf_counter()
     try:
-        proc = subprocess.run([*(pin or []), *PLAINNET, "demo"], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run([*(pin or []), *PLAINNET, "demo"], cwd=cwd, capture_output=True, text=True, timeout=900)
     finally:
         if busy is not None:
             busy.kill()
