@@ -19,10 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import shared_tiny  # noqa: E402  (after the path is set)
 
 # Under pytest-xdist (./dev test runs one worker per core), each worker and the CLI processes it starts
-# get an equal share of the cores, instead of every one of them claiming all of them.
+# get an equal share of the cores, instead of every one of them claiming all of them. MKL's own count
+# too: with OMP_NUM_THREADS=1 beside an inherited MKL_NUM_THREADS=2 (slow-cpu --cores 2 exports both),
+# MKL's second thread made two single-threaded trainings on two cores 2.3x slower each (the README demo
+# test took 451 s instead of ~60).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-    os.environ["OMP_NUM_THREADS"] = _threads
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _threads
     torch.set_num_threads(int(_threads))
 
 

@@ -83,9 +83,12 @@ def test_distillation_transfers_the_teachers_function(tiny, tmp_path, datasets_d
     swapped = 1 - labels
     with torch.no_grad():
         assert (teacher.eval()(x).argmax(1) == swapped).float().mean() >= 0.7  # (the tiny model: ~80-90%)
-        follows = {name: (plainnet.load_model(r.best_checkpoint).eval()(x).argmax(1) == swapped).float().mean().item()
+        # The last weights: the best checkpoint is chosen by accuracy on the true labels, which picks the
+        # epoch at which the distilled student followed its teacher least.
+        follows = {name: (plainnet.load_model(r.run_dir / "last.pt").eval()(x).argmax(1) == swapped).float().mean().item()
                    for name, r in students.items()}
-    # measured: the distilled student follows the swap on 62% of these leaves, the student alone on 16%
+    # measured: the distilled student follows the swap on 65% of these leaves, the student alone on 9-19%
+    # (slow-cpu, 1 and 2 threads)
     assert follows["kd"] > follows["alone"] + 0.3 and follows["alone"] < 0.3, follows
 
 
