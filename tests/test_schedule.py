@@ -112,6 +112,29 @@ def test_a_run_faster_than_planned_uses_the_time_it_was_given():
     assert schedule.progress(trainer.global_step) == pytest.approx(1.0)
 
 
+def test_an_epoch_that_fits_is_added_even_when_it_is_the_only_one():
+    # Planned 8 epochs of 10 s (+1 s validation) in 112 s: a 9th fits. (A 3-minute potato run planned
+    # from an underestimated speed ended at 149 s, 17% early, when only a stretch of two counted.)
+    fake = _Clock()
+    clock = TrainingClock(96, 96, deadline=112.0, reserve=lambda val: 4.0, tolerance=3.0, clock=fake)
+    run, _, schedule, trainer = _simulate(clock, fake, epochs=8, seconds_per_epoch=lambda e: 10.0)
+    assert run == 9 and 112 * 0.85 <= fake.now <= 112 - 4
+    assert schedule.progress(trainer.global_step) == pytest.approx(1.0)
+
+
+def test_a_plan_that_overruns_within_the_tolerance_is_kept():
+    # 9 epochs of 11 s need 99 s + 4 s after training in a 102 s budget: the estimate (with its 3% margin)
+    # overruns by ~4 s. Within a 5 s tolerance the epoch is kept, ending by the deadline; without one
+    # it is dropped and the run ends 14% early.
+    def run(tolerance):
+        fake = _Clock()
+        clock = TrainingClock(96, 96, deadline=102.0, reserve=lambda val: 4.0, tolerance=tolerance, clock=fake)
+        epochs = _simulate(clock, fake, epochs=9, seconds_per_epoch=lambda e: 10.0)[0]
+        return epochs, fake.now
+
+    assert run(5.0) == (9, pytest.approx(99.0)) and run(0.0) == (8, pytest.approx(88.0))
+
+
 def test_no_time_left_stops_after_the_current_epoch():
     fake = _Clock()
     clock = TrainingClock(96, 96, deadline=5.0, reserve=lambda val: 4.0, clock=fake)

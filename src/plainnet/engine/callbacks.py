@@ -210,15 +210,19 @@ class TrainingClock(L.Callback):
     fit). With a ``deadline``, after every epoch the epochs that still fit
     are counted from the measured seconds per epoch (scaled by :func:`~plainnet.engine.schedule.step_cost`
     as the image grows), leaving what must follow training (``reserve(validation_seconds)``: the final
-    scoring and the report). When fewer epochs fit than planned -- or more, while the images still grow --
-    ``max_epochs`` and the learning-rate schedule are re-fitted, so the run anneals and ends in time rather
-    than overshooting.
+    scoring and the report). When the plan overruns by more than ``tolerance`` seconds, or more epochs
+    fit with ``tolerance`` to spare while the images still grow, ``max_epochs`` and the learning-rate
+    schedule are re-fitted, so the run anneals and ends near its deadline. (The tolerance, at most half
+    an epoch, is a band against flip-flopping between N and N+1 epochs on noise: without it an epoch's
+    rounding ended runs up to 17% early.)
 
     Args:
         start_size, full_size: progressive resizing from ``start_size`` to ``full_size`` pixels.
         deadline: a ``clock()`` value by which everything must be done; ``None``: the planned epochs run.
         reserve: seconds needed after the last epoch, given the measured seconds of one validation pass.
         max_epochs: never plan more epochs than this.
+        tolerance: seconds a plan may overrun before it is shrunk, and must leave free to be stretched
+            (capped at half an epoch).
         val_every: validate every this many epochs (and after the last); ``None``: measured.
         clock: the time source (``time.perf_counter``; tests give a fake one).
         notes: re-fits and the measured validation interval are appended here (the run's ``auto`` notes).
@@ -226,8 +230,10 @@ class TrainingClock(L.Callback):
 
     def __init__(self, start_size: int, full_size: int, *, deadline: float | None = None,
                  reserve=lambda val_seconds: 0.0, max_epochs: int = 100, val_every: int | None = 1,
-                 min_epochs: int = 1, clock=time.perf_counter, notes: list[str] | None = None) -> None:
+                 min_epochs: int = 1, tolerance: float = 0.0, clock=time.perf_counter,
+                 notes: list[str] | None = None) -> None:
         self.start_size, self.full_size, self.deadline, self.reserve = start_size, full_size, deadline, reserve
+        self.tolerance = tolerance
         self.min_epochs, self._floor_said = min_epochs, False
         self.max_epochs, self.clock, self.notes = max_epochs, clock, notes if notes is not None else []
         # (train s, relative cost, other s: validation + saving)
@@ -317,7 +323,15 @@ class TrainingClock(L.Callback):
         # (the last epoch is always validated)
         remaining = self.deadline - self.clock() - self.reserve(val) - val * (1 - 1 / self.val_every)
         progress = self._progress(trainer, pl_module)
-        fit = self._epochs_that_fit(progress, per_cost, other, remaining, self.max_epochs - done)
+        most = self.max_epochs - done
+        tolerance = min(self.tolerance, 0.5 * (per_cost + other))
+        if self._need(progress, per_cost, other, left_planned) <= remaining + tolerance:
+            # The plan fits (within the tolerance): stretched only when more epochs fit with it to spare,
+            # and only while the images still grow (a late stretch would re-warp the annealing tail).
+            roomy = self._epochs_that_fit(progress, per_cost, other, remaining - tolerance, most)
+            fit = roomy if roomy > left_planned and progress < FULL_SIZE_AT else left_planned
+        else:
+            fit = self._epochs_that_fit(progress, per_cost, other, remaining, most)
         if done + fit < self.min_epochs:  # never below the floor: a model that learns, past the budget
             fit = self.min_epochs - done
             if not self._floor_said:
@@ -325,11 +339,7 @@ class TrainingClock(L.Callback):
                 over = max(self._need(progress, per_cost, other, fit) - remaining, 0.0)
                 log.warning("budget: the time budget ends before the floor of %d epochs; training them to the "
                             "end (~%.0f s past the budget)", self.min_epochs, over)
-        # Shrink whenever the plan no longer fits; stretch by two epochs or more (one is within an epoch's
-        # noise: measured, short epochs then flip between N and N+1) and only while the images still
-        # grow (a late stretch would re-warp the annealing tail).
-        stretch = fit >= left_planned + 2 and progress < FULL_SIZE_AT
-        if fit < left_planned or stretch:
+        if fit != left_planned:
             self._refit(trainer, pl_module, done, fit, remaining)
 
     def _choose_val_every(self, training: float) -> None:

@@ -434,6 +434,8 @@ def _val_every(t) -> int | None:
 #: Seconds after training besides the held-out passes: last.pt, curves.png, results.json, the report's
 #: plots and files (~3 s for the potato run on a 2-core CPU).
 AFTER_TRAINING_SECONDS = 4.0
+#: Share of the time budget a re-fitted plan may overrun rather than drop an epoch (TrainingClock).
+BUDGET_TOLERANCE = 0.03
 
 
 def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float,
@@ -498,7 +500,8 @@ def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0:
     clock = TrainingClock(int(d.start_size), int(d.image_size), deadline=deadline,
                           max_epochs=FINETUNE_MAX_EPOCHS if cfg.model.pretrained else MAX_EPOCHS,
                           reserve=lambda val: val * 1.5 * passes + AFTER_TRAINING_SECONDS,
-                          val_every=_val_every(cfg.train), min_epochs=int(cfg.train.min_epochs), notes=notes)
+                          val_every=_val_every(cfg.train), min_epochs=int(cfg.train.min_epochs),
+                          tolerance=BUDGET_TOLERANCE * float(cfg.train.budget_minutes) * 60, notes=notes)
     callbacks = [clock, guard, recorder, startup]
     if cfg.train.target_acc:
         callbacks.append(TargetStop(float(cfg.train.target_acc), cfg.train.monitor, notes))
