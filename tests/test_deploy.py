@@ -189,6 +189,16 @@ def test_bench_produces_a_table(tmp_path):
     assert f"fastest for torchvision.resnet18 at batch 2: {top['backend']} {top['dtype']}" in proc.stdout
 
 
+@pytest.mark.parametrize("spec,message", [("vgg17", "unknown model 'vgg17': did you mean vgg19"),
+                                          ("missing/model.pt", "missing/model.pt: no such model file"),
+                                          ("timm.no_such_net", "unknown timm model 'no_such_net'")])
+def test_bench_of_an_unknown_model_is_one_line_before_anything_runs(tmp_path, spec, message):
+    proc = run_cli("bench", "vgg11", spec, "--batch", "1", "--size", "32", "--out", tmp_path / "out")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.code == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()  # vgg11, named first, was not timed either
+
+
 def test_bench_runners_in_process():
     model, name = resolve_model("vgg11_bn")
     runner = make_runner(model, name, "eager", "fp32", 1, 32)

@@ -14,6 +14,7 @@ OpenVINO, or torchao PT2E under compile).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import statistics
 import tempfile
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError, UnknownModelError
 
 __all__ = ["BenchRow", "Runner", "REFERENCES", "bench_models", "fastest", "file_runner", "make_runner", "run_bench",
            "resolve_model"]
@@ -74,7 +77,7 @@ def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
     if name.startswith("timm."):
         import timm
 
-        model = timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
+        model = create_model(name, num_classes=num_classes)  # (an unknown name: UnknownModelError)
         if form != "train" and hasattr(timm.utils, "reparameterize_model"):
             model = timm.utils.reparameterize_model(model.eval())
         return model.eval(), spec
@@ -89,9 +92,14 @@ def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
 
         loaded = load_inference_model(path)
         if loaded.module is None:
-            raise ValueError(f"{spec}: an ONNX file runs only on the onnxruntime backend")
+            raise ConfigError(f"{spec}: an ONNX file runs only on the onnxruntime backend")
         return reparameterize(loaded.module), path.name
-    raise ValueError(f"unknown model {spec!r}: a plainnet name, torchvision.NAME, timm.NAME or a checkpoint")
+    if path.suffix in (".pt", ".ckpt", ".pt2", ".onnx") or "/" in name:
+        raise ConfigError(f"{spec}: no such model file")
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UnknownModelError(f"unknown model {spec!r}: {hint}(a plainnet name from `plainnet models`, "
+                            "torchvision.NAME, timm.NAME, or a checkpoint file)")
 
 
 def _macs(model: nn.Module, size: int) -> tuple[int, int]:
@@ -320,13 +328,11 @@ def bench_models(specs: list[str], *, batches=(1, 16), size: int = 224, backends
     import csv
     import json
 
-    from ..errors import ConfigError
-
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device on this machine")
     runners, skipped = [], []
-    for spec in specs:
-        model, name = resolve_model(spec)
+    models = [resolve_model(spec) for spec in specs]  # every name checked before anything is timed
+    for model, name in models:
         for be in backends:
             for dt in dtypes:
                 for b in batches:
