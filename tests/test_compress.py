@@ -92,6 +92,20 @@ def test_distillation_transfers_the_teachers_function(tiny, tmp_path, datasets_d
     assert follows["kd"] > follows["alone"] + 0.3 and follows["alone"] < 0.3, follows
 
 
+@pytest.mark.parametrize("methods,message", [
+    ("prune:0.5,prnue:0.5", "unknown compression method 'prnue:0.5'"),
+    ("prune:1.5", "prune:1.5: the ratio must be a number between 0 and 1"),
+    ("prune", "prune: the ratio must be"),
+    ("int8:4", "compression method int8 takes no parameter"),
+    ("distill:repvgg_a9", "unknown model 'repvgg_a9'"),
+])
+def test_a_wrong_compression_method_is_one_line_before_anything_trains(tmp_path, methods, message):
+    # (the run directory does not even exist: the methods are checked first)
+    proc = run_cli("compress", tmp_path / "no-run", "--methods", methods)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.code == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
 @pytest.mark.long
 def test_compress_table_on_a_tiny_model(tiny_run, tmp_path):
     result = compress(tiny_run, methods=["prune:0.5", "unstructured:0.5", "int8", "prune:0.5+int8", "distill",

@@ -205,7 +205,7 @@ def test_online_checkpoints_reload_strictly_and_report_their_form(tmp_path):
 def test_train_form_is_checked():
     with pytest.raises(ConfigError, match="train_form must be one of standard, online"):
         plainnet.create_model("repvgg_a0", train_form="merged")
-    with pytest.raises(ConfigError, match="applies to RepVGG models only"):
+    with pytest.raises(ConfigError, match="model.train_form online: vgg11_bn trains in the standard form only"):
         plainnet.train(data="digits", model="vgg11_bn", epochs=1, overrides={"model.train_form": "online"})
 
 

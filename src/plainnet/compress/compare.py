@@ -31,12 +31,44 @@ from torch import nn
 
 from ..run_dir import RunDir
 
-__all__ = ["MethodRow", "CompressResult", "compress", "DEFAULT_METHODS"]
+__all__ = ["MethodRow", "CompressResult", "compress", "check_methods", "DEFAULT_METHODS", "METHODS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("prune:0.3", "prune:0.5", "prune:0.7", "unstructured:0.5", "int8", "prune:0.5+int8",
                    "distill", "slim-head", "gap-head", "dws")
+
+
+#: The methods and what their ``:`` parameter is: a ratio in (0, 1), a student model name, or none.
+METHODS = {"prune": "ratio", "unstructured": "ratio?", "int8": "", "distill": "model?", "slim-head": "",
+           "gap-head": "", "dws": ""}
+
+
+def check_methods(methods) -> None:
+    """Raise :class:`~plainnet.errors.ConfigError` for the first method that is not in :data:`METHODS`
+    or has a wrong parameter, before anything is trained."""
+    from ..errors import ConfigError
+    from ..models import traits_of
+
+    for method in methods:
+        kind, _, arg = method.partition(":")
+        if kind == "prune" and arg.endswith("+int8"):
+            arg = arg.removesuffix("+int8")
+        if kind not in METHODS:
+            raise ConfigError(f"unknown compression method {method!r}: one of {', '.join(METHODS)} "
+                              "(prune:R, unstructured:R, distill:NAME, prune:R+int8)")
+        wants = METHODS[kind]
+        if not wants and arg:
+            raise ConfigError(f"compression method {kind} takes no parameter, got {method!r}")
+        if wants.startswith("ratio") and (arg or not wants.endswith("?")):
+            try:
+                ok = 0 < float(arg) < 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"{method}: the ratio must be a number between 0 and 1, e.g. {kind}:0.5")
+        if wants.startswith("model") and arg:
+            traits_of(arg)  # (an unknown name: UnknownModelError with close matches)
 
 
 @dataclass
@@ -97,12 +129,13 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
     from ..evaluation.evaluate import load_eval_data
     from ..evaluation.inference import load_inference_model, sample_images
     from ..evaluation.metrics import accuracy
-    from ..models import create_model, load_model, save_checkpoint
+    from ..models import create_model, load_model, save_checkpoint, traits_of
     from ..models.checkpoint import load_checkpoint
     from ..models.reparam import reparameterize, verify_equivalence
     from .finetune import finetune
     from .prune import structured_prune, unstructured_prune, weight_sparsity
 
+    check_methods(methods)
     run_dir, run = Path(run_dir), RunDir(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "compress"
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +146,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
     size = loaded.preprocess.image_size
     base = load_model(loaded.source)
     name = base.arch["name"]
-    is_vgg = name.startswith("vgg")
+    fc_head = traits_of(name).fc_head  # (VGG's wide classifier: the head compressions apply)
     payload_meta = {k: v for k, v in load_checkpoint(loaded.source).items()
                     if k in ("classes", "preprocess", "config")}
 
@@ -187,7 +220,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
                 student = create_model(arg, num_classes=len(loaded.classes),
                                        output_stride=int(config.model.output_stride))
                 label = arg
-            elif is_vgg:
+            elif fc_head:
                 student = create_model("repvgg_a0", num_classes=len(loaded.classes),
                                        output_stride=int(config.model.output_stride))
                 label = "repvgg_a0"
@@ -200,7 +233,7 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
             trained, secs = tune(student, "distill", distill_epochs, teacher=True, from_scratch=True)
             torch_row(method, trained, secs, f"student {label}, KD from the base, {distill_epochs} epochs")
         elif kind in ("slim-head", "gap-head", "dws"):
-            if not is_vgg:
+            if not fc_head:
                 skipped.append(f"{method}: for VGG bases (this {name} has a GAP head and plain 3x3 convs already)")
                 continue
             if kind == "dws":
@@ -215,8 +248,6 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
                 _load_backbone(new, base.state_dict())
                 tuned, secs = tune(new, kind, finetune_epochs)
                 torch_row(method, tuned, secs, f"{head} head on the base's convolutions, fine-tuned {finetune_epochs} epochs")
-        else:
-            skipped.append(f"{method}: unknown method")
     for note in skipped:
         log.warning("skipped %s", note)
 

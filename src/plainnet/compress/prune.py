@@ -42,6 +42,7 @@ def structured_prune(model: nn.Module, ratio: float, example: torch.Tensor, *, s
     """
     import torch_pruning as tp
 
+    from ..models.base import classifier_of
     from ..models.reparam import to_standard_form
     from ..models.structure import refresh_channel_info
 
@@ -50,7 +51,7 @@ def structured_prune(model: nn.Module, ratio: float, example: torch.Tensor, *, s
     converted = to_standard_form(model)  # the dependency graph follows the standard three-branch form
     if converted:
         log.info("pruning the standard form of %d online-form RepVGG blocks (the same function)", converted)
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head = classifier_of(model)
     ignored = [m for m in (head,) if isinstance(m, nn.Linear)]
     was_training = model.training
     model.eval()  # tracing must not update BN statistics

@@ -70,22 +70,23 @@ class BenchRow:
 
 def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
     """A model (eval mode, fp32, CPU) from a bench spec, and its display name."""
-    from ..models import create_model, list_models
+    from ..models import create_model, list_models, traits_of
+    from ..models.registry import EXTERNAL_PREFIXES
     from ..models.reparam import reparameterize
 
     name, _, form = spec.partition(":")
-    if name.startswith("timm."):
-        import timm
+    if name.startswith(EXTERNAL_PREFIXES) or name in list_models():
+        traits = traits_of(name)
+        if traits.foreign:  # (an unknown torchvision or timm name: UnknownModelError)
+            model = create_model(name, num_classes=num_classes).eval()
+            if traits.family == "timm" and form != "train":  # timm's own fused forms (its RepVGG, MobileOne)
+                import timm.utils
 
-        model = create_model(name, num_classes=num_classes)  # (an unknown name: UnknownModelError)
-        if form != "train" and hasattr(timm.utils, "reparameterize_model"):
-            model = timm.utils.reparameterize_model(model.eval())
-        return model.eval(), spec
-    if name.startswith("torchvision."):
-        return create_model(name, num_classes=num_classes).eval(), spec
-    if name in list_models():
+                model = timm.utils.reparameterize_model(model)
+            return model.eval(), spec
         model = create_model(name, num_classes=num_classes, deploy=form != "train")
-        return model.eval(), name + (" (train form)" if form == "train" else " (fused)" if "repvgg" in name else "")
+        fused = " (fused)" if traits.branches else ""
+        return model.eval(), name + (" (train form)" if form == "train" else fused)
     path = Path(name)
     if path.exists():
         from ..evaluation.inference import load_inference_model

@@ -273,7 +273,7 @@ class TrainingClock(L.Callback):
             self.epochs[-1] = (training, cost, other + max(now - self._ended, 0.0))
         self._size = train_size(self._progress(trainer, pl_module), self.start_size, self.full_size)
         dm = trainer.datamodule
-        if dm is not None and hasattr(dm, "train_size"):
+        if dm is not None:  # (plainnet's ImageDataModule)
             dm.train_size = self._size if self._size < self.full_size else None
         # Lightning validates after epoch e when (e + 1) % check_val_every_n_epoch == 0: set per epoch.
         validate = self.validates(trainer.current_epoch, trainer.fit_loop.max_epochs) or self._likely_last()

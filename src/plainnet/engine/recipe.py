@@ -19,6 +19,7 @@ import torch
 
 from ..config import AUTO, RunConfig
 from ..errors import ConfigError
+from ..models.registry import traits_of
 from .schedule import mean_cost
 
 __all__ = ["DataFacts", "Machine", "detect_machine", "resolve", "cpu_supports_bf16"]
@@ -48,7 +49,7 @@ def _cpu_train_rate(m, image_size: int, num_classes: int, bf16: bool, cores: int
     """Estimated training images/s on this CPU, from the model's MACs at this size."""
     from ..models import create_model, summarize
 
-    kwargs = {} if m.name.startswith(("torchvision.", "timm.")) else {"output_stride": int(m.output_stride)}
+    kwargs = {} if traits_of(m.name).foreign else {"output_stride": int(m.output_stride)}
     try:
         with torch.device("meta"):
             macs = summarize(create_model(m.name, num_classes=num_classes, **kwargs), image_size).macs
@@ -119,18 +120,15 @@ def detect_machine() -> Machine:
                    cores=usable_cores(), memory_bytes=memory, probe=measure_train_rates, bf16_note=why)
 
 
-def _is_vgg(name: str) -> bool:
-    return name.removeprefix("torchvision.").startswith("vgg")
-
-
 #: Smallest image side at which the online RepVGG form was measured faster than the standard one on a
 #: CPU (1.17-1.27x at 32 px; at the digits' 8 px its per-block overhead left it no faster).
 ONLINE_MIN_SIZE = 32
 
 
-def _train_form(repvgg: bool, gpu: bool, finetune: bool, budget_epochs: bool, size: int) -> tuple[str, str]:
-    """RepVGG's training form, and why: the online form where it was measured to win (docs/online.md)."""
-    if not repvgg:
+def _train_form(online: bool, gpu: bool, finetune: bool, budget_epochs: bool, size: int) -> tuple[str, str]:
+    """The training form of a model that has the online form (RepVGG), and why: the online form where it
+    was measured to win (docs/online.md)."""
+    if not online:
         return "standard", "one form only"
     if not gpu and not finetune and budget_epochs and size >= ONLINE_MIN_SIZE:
         # CPU: 1.2-1.3x the standard form's images/s in a third of its activation memory, and at
@@ -142,10 +140,6 @@ def _train_form(repvgg: bool, gpu: bool, finetune: bool, budget_epochs: bool, si
            "fixed epochs: epoch for epoch the three-branch form was at least as accurate" if not budget_epochs else
            f"{size} px images: the online form is no faster below {ONLINE_MIN_SIZE} px")
     return "standard", f"RepVGG's three-branch form, as in the paper ({why})"
-
-
-def _is_plain_vgg(name: str) -> bool:
-    return _is_vgg(name) and "_bn" not in name and not name.endswith("_dws")
 
 
 def _measured_choice(rates: dict, default, margin: float = 1.1):
@@ -212,7 +206,8 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     d = pick(d, "image_size", size, why)
     # The trunk's last feature map should stay >= 2x2: 16 px -> stride 8, 32 px -> 16, 64 px+ -> 32.
     stride = min(32, max(8, 2 ** int(math.log2(max(int(d.image_size) // 2, 1)))))
-    if published and m.name.startswith("repvgg"):  # the published network's strides: its identity branches
+    traits = traits_of(m.name)
+    if published and traits.fixed_strides_when_pretrained:  # e.g. RepVGG's identity branches
         m = pick(m, "output_stride", 32, "as the pretrained network (its blocks' identity branches depend on it)")
     m = pick(m, "output_stride", stride, f"{int(d.image_size) // stride}x{int(d.image_size) // stride} final "
              "feature map")
@@ -226,12 +221,13 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
     d = pick(d, "crop_ratio", 1.0 if small else 0.875, "no border to crop on tiny images" if small else "standard")
     a = pick(a, "preset", "crop", "random translation + horizontal flip")
     a = pick(a, "tta", "flips" if a.preset == "rot" else "hflip", "flip test-time augmentation")
-    repvgg = m.name.startswith("repvgg")
-    if m.train_form == "online" and not repvgg:
-        raise ConfigError(f"model.train_form online applies to RepVGG models only, not {m.name}")
-    m = pick(m, "train_form", *_train_form(repvgg, gpu, finetune, t.epochs == AUTO, int(d.image_size)))
-    m = pick(m, "drop_rate", 0.5 if m.name.startswith("vgg") else 0.0, "VGG's classic dropout" if
-             m.name.startswith("vgg") else "not needed with BN and augmentation")
+    if m.train_form not in (AUTO, *traits.train_forms):
+        raise ConfigError(f"model.train_form {m.train_form}: {m.name} trains in the "
+                          f"{' or '.join(traits.train_forms)} form only")
+    online = "online" in traits.train_forms
+    m = pick(m, "train_form", *_train_form(online, gpu, finetune, t.epochs == AUTO, int(d.image_size)))
+    m = pick(m, "drop_rate", traits.drop_rate, f"the {traits.family} family's dropout" if traits.drop_rate
+             else "not needed with BN and augmentation")
 
     counts = [c for c in facts.class_counts if c > 0]
     ratio = max(counts) / max(min(counts), 1) if counts else 1.0
@@ -248,8 +244,8 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
              f"decoded images need {cached / 2**20:.0f} MiB" + ("" if fits else ", too much for memory"))
     d = pick(d, "workers", 0 if d.cache == "memory" else min(8, machine.cores), "augmentation runs batched")
 
-    plain_vgg = _is_plain_vgg(m.name)
-    fc_vgg = _is_vgg(m.name) and m.head != "gap"
+    plain_vgg = not traits.batch_norm
+    fc_vgg = traits.fc_head and m.head != "gap"
     m = pick(m, "backbone_lr_scale", 0.1 if finetune else 1.0, "fine-tuning: the pretrained backbone learns at "
              "0.1x the new head's rate" if finetune else "training from scratch: one rate")
     base_lr = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}.get(o.name, 0.1)
@@ -276,7 +272,7 @@ def resolve(cfg: RunConfig, facts: DataFacts, machine: Machine,
         # slower than fp32, and timing it took most of a short budget (measured: a minute on a 2-core Zen 3).
         precisions = (("fp32", "bf16") if machine.cpu_bf16 else ("fp32",)) if t.precision == AUTO else (t.precision,)
         layouts = (True, False) if t.channels_last == AUTO else (bool(t.channels_last),)
-        stride = None if m.name.startswith(("torchvision.", "timm.")) else int(m.output_stride)
+        stride = None if traits.foreign else int(m.output_stride)
         probe_started = time.perf_counter()
         try:
             form = {"train_form": m.train_form} if m.train_form == "online" else {}  # the form that trains

@@ -115,6 +115,7 @@ class ClassificationTask(L.LightningModule):
         self.lr, self.epochs, self.seed = lr, epochs, seed
         self.label_smoothing, self.backbone_lr_scale, self.head_name = label_smoothing, backbone_lr_scale, head_name
         self.frozen = tuple(frozen)
+        self._backbone_params: list | None = None  # (found at the first head-only epoch)
         self.head_only_epochs = head_only_epochs if head_name else 0
         if head_only_epochs and not head_name:
             log.warning("model.freeze_epochs=%d ignored: plainnet does not know this model's head", head_only_epochs)
@@ -162,7 +163,7 @@ class ClassificationTask(L.LightningModule):
                 log.warning("model.freeze_epochs is ignored with %d processes: every layer trains from the start",
                             self.trainer.world_size)
             return
-        if not hasattr(self, "_backbone_params"):
+        if self._backbone_params is None:
             head = {id(p) for p in model.get_submodule(self.head_name).parameters()}
             frozen = {id(p) for n in self.frozen for p in model.get_submodule(n).parameters()}
             self._backbone_params = [p for p in model.parameters() if id(p) not in head | frozen]

@@ -146,11 +146,11 @@ def _detach_log_file(handler: logging.Handler) -> None:
 
 def build_model(cfg: RunConfig, num_classes: int):
     """The backbone for ``cfg.model``, fine-tuned from ``cfg.model.pretrained`` when given."""
-    from ..models import create_model, load_weights
+    from ..models import create_model, load_weights, traits_of
 
     m = cfg.model
     kwargs = {}
-    if not m.name.startswith(("torchvision.", "timm.")):
+    if not traits_of(m.name).foreign:  # (plainnet's architecture options)
         kwargs = {"output_stride": int(m.output_stride), "drop_rate": float(m.drop_rate)}
         if m.head:
             kwargs["head"] = m.head
@@ -169,8 +169,9 @@ def build_model(cfg: RunConfig, num_classes: int):
 
 
 def _checked(model, num_classes: int):
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    out = getattr(head, "out_features", num_classes)
+    from ..models.base import classifier_of
+
+    out = getattr(classifier_of(model), "out_features", num_classes)
     if out != num_classes:
         raise ConfigError(f"the given model predicts {out} classes but the data has {num_classes}")
     return model.train()
@@ -179,7 +180,9 @@ def _checked(model, num_classes: int):
 def _frozen_modules(model, stages: int) -> list[str]:
     if stages <= 0:
         return []
-    if not hasattr(model, "stage_modules"):
+    from ..models.base import PlainClassifier
+
+    if not isinstance(model, PlainClassifier):
         raise ConfigError("model.freeze_stages needs a plainnet model (it freezes whole stages)")
     names = []
     modules = dict((id(mod), n) for n, mod in model.named_modules())

@@ -13,13 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.base import features_and_head
+
 __all__ = ["grad_cam"]
 
 
 def _features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
-        feats = model.forward_features(x)
-        return feats, model.forward_head(feats)
+    split = features_and_head(model)
+    if split is not None:
+        feats = split[0](x)
+        return feats, split[1](feats)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError("Grad-CAM needs a convolutional model")

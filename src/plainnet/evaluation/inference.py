@@ -114,13 +114,13 @@ def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -
     if source.suffix.lower() == ".pt2":
         return _load_pt2(source)
     from ..models import is_deployed, load_model
+    from ..models.base import classifier_of
     from ..models.checkpoint import load_checkpoint
 
     payload = load_checkpoint(source)
     classes, preprocess = _metadata(payload, source, "checkpoint written by plainnet train (best.pt, last.pt)")
     model = load_model(source).to(device)
-    _check_outputs(len(classes), getattr(model.get_classifier(), "out_features", None)
-                   if hasattr(model, "get_classifier") else None, source)
+    _check_outputs(len(classes), getattr(classifier_of(model), "out_features", None), source)
     _check_run_classes(classes, source)
     return InferenceModel(classes=classes, preprocess=preprocess, source=source,
                           form="deploy" if is_deployed(model) else "train", module=model,

@@ -226,13 +226,13 @@ def _dataset(run: RunDir, config: RunConfig, classes: list[str], per_class: int)
 def _model_rows(best: Path, image_size: int) -> list[dict]:
     import torch
 
-    from ..models import create_model, summarize
+    from ..models import create_model, summarize, traits_of
     from ..models.checkpoint import load_checkpoint
 
     arch = dict(load_checkpoint(best)["arch"])
     name = arch.pop("name")
     rows = []
-    forms = [("training form", False)] + ([] if name.startswith(("torchvision.", "timm.")) else [("fused (deploy) form", True)])
+    forms = [("training form", False)] + ([] if traits_of(name).foreign else [("fused (deploy) form", True)])
     for label, deploy in forms:
         with torch.device("meta"):
             s = summarize(create_model(name, deploy=deploy, **arch), image_size)
@@ -244,12 +244,13 @@ def _model_rows(best: Path, image_size: int) -> list[dict]:
 def _diagram(best: Path, image_size: int) -> str | None:
     """The trained model's architecture figure (both forms for a RepVGG still in its training form), as
     an SVG data URI."""
-    from ..models import is_deployed, load_model
+    from ..models import is_deployed, load_model, traits_of
     from ..models.draw import draw
 
     try:
         model = load_model(best)
-        both = (getattr(model, "arch", None) or {}).get("name", "").startswith("repvgg") and not is_deployed(model)
+        name = (getattr(model, "arch", None) or {}).get("name")
+        both = bool(name) and traits_of(name).branches and not is_deployed(model)
         with tempfile.TemporaryDirectory() as tmp:
             path = draw(model, Path(tmp) / "model.svg", input_size=image_size, form="both" if both else "train",
                         style="blocks")

@@ -4,13 +4,14 @@ from . import repvgg, vgg  # noqa: F401  (registers the builders)
 from .base import FeatureExtractor, FeatureInfo, PlainClassifier
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .create import create_model
-from .registry import list_models, model_entry, register_model
+from .registry import FamilyTraits, list_models, model_entry, register_model, traits_of
 from .repvgg import REPVGG_CFGS, RepVGG, RepVGGConfig
 from .summary import ModelSummary, count_params, summarize
 from .vgg import VGG, VGG_LAYERS, VGGConfig
 from .weights import LoadReport, is_deployed, load_weights, read_state_dict
 
 __all__ = [
+    "FamilyTraits",
     "FeatureExtractor",
     "FeatureInfo",
     "LoadReport",
@@ -34,4 +35,5 @@ __all__ = [
     "register_model",
     "save_checkpoint",
     "summarize",
+    "traits_of",
 ]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["FeatureInfo", "PlainClassifier", "FeatureExtractor", "skipped_downsamplings"]
+__all__ = ["FeatureInfo", "PlainClassifier", "FeatureExtractor", "classifier_of", "features_and_head",
+           "skipped_downsamplings"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,20 @@ def skipped_downsamplings(small_input: bool, output_stride: int | None) -> int:
     if stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {stride}")
     return {32: 0, 16: 1, 8: 2}[stride]
+
+
+def classifier_of(model: nn.Module) -> nn.Module | None:
+    """The classifier layer of a plainnet model, of a timm model (``get_classifier``) or of a torchvision
+    one whose head plainnet replaced (``classifier_name``); ``None`` when it is not known."""
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        return get()
+    name = getattr(model, "classifier_name", None)
+    return model.get_submodule(name) if name else None
+
+
+def features_and_head(model: nn.Module):
+    """``(forward_features, forward_head)`` of a model that splits its forward so (plainnet's, timm's),
+    else ``None``."""
+    features, head = getattr(model, "forward_features", None), getattr(model, "forward_head", None)
+    return (features, head) if callable(features) and callable(head) else None

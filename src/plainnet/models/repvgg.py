@@ -17,7 +17,7 @@ from torch import nn
 from ..layers import OnlineRepVGGBlock, RepVGGBlock
 from ..errors import ConfigError
 from .base import FeatureInfo, PlainClassifier, skipped_downsamplings
-from .registry import register_model
+from .registry import FamilyTraits, register_model
 
 __all__ = ["RepVGG", "RepVGGConfig", "REPVGG_CFGS", "TRAIN_FORMS"]
 
@@ -133,5 +133,7 @@ def _build(cfg: RepVGGConfig):
     return builder
 
 
+_TRAITS = FamilyTraits("repvgg", branches=True, train_forms=("standard", "online"),
+                       fixed_strides_when_pretrained=True)
 for _variant, _cfg in REPVGG_CFGS.items():
-    register_model(f"repvgg_{_variant}", _build(_cfg), family="repvgg", paper="arXiv:2101.03697")
+    register_model(f"repvgg_{_variant}", _build(_cfg), family="repvgg", paper="arXiv:2101.03697", traits=_TRAITS)

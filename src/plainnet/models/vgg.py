@@ -25,7 +25,7 @@ from torch import nn
 from ..config import CHOICES
 from ..layers import DepthwiseSeparableConv, Reparameterizable, fold_conv_bn_sequence
 from .base import FeatureInfo, PlainClassifier, skipped_downsamplings
-from .registry import register_model
+from .registry import FamilyTraits, register_model
 
 __all__ = ["VGG", "VGGConfig", "VGG_LAYERS"]
 
@@ -161,9 +161,15 @@ def _build(depth: int, batch_norm: bool, depthwise: bool = False):
     return builder
 
 
+def _traits(batch_norm: bool) -> FamilyTraits:
+    # (VGG's classic dropout before its 4096-wide fully connected layers)
+    return FamilyTraits("vgg", batch_norm=batch_norm, fc_head=True, drop_rate=0.5)
+
+
 for _depth in VGG_LAYERS:
-    register_model(f"vgg{_depth}", _build(_depth, False), family="vgg", paper="arXiv:1409.1556")
-    register_model(f"vgg{_depth}_bn", _build(_depth, True), family="vgg", paper="arXiv:1409.1556")
-register_model(
-    "vgg16_dws", _build(16, True, depthwise=True), family="vgg", paper="arXiv:1409.1556, arXiv:1704.04861"
-)
+    register_model(f"vgg{_depth}", _build(_depth, False), family="vgg", paper="arXiv:1409.1556",
+                   traits=_traits(False))
+    register_model(f"vgg{_depth}_bn", _build(_depth, True), family="vgg", paper="arXiv:1409.1556",
+                   traits=_traits(True))
+register_model("vgg16_dws", _build(16, True, depthwise=True), family="vgg",
+               paper="arXiv:1409.1556, arXiv:1704.04861", traits=_traits(True))
