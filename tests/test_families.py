@@ -22,8 +22,7 @@ def vggnext(monkeypatch):
         return VGG(VGGConfig(11, True), deploy=deploy, **{"head": "gap", **kwargs})
 
     traits = FamilyTraits("vggnext", drop_rate=0.2)
-    monkeypatch.setitem(registry._REGISTRY, "vggnext_s", registry.ModelEntry(
-        "vggnext_s", builder, "vggnext", "", traits))
+    monkeypatch.setitem(registry._REGISTRY, "vggnext_s", registry.ModelEntry("vggnext_s", builder, "", traits))
     return traits
 
 

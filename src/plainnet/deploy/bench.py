@@ -14,7 +14,6 @@ OpenVINO, or torchao PT2E under compile).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import statistics
 import tempfile
@@ -71,7 +70,7 @@ class BenchRow:
 def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
     """A model (eval mode, fp32, CPU) from a bench spec, and its display name."""
     from ..models import create_model, list_models, traits_of
-    from ..models.registry import EXTERNAL_PREFIXES
+    from ..models.registry import EXTERNAL_PREFIXES, close_names
     from ..models.reparam import reparameterize
 
     name, _, form = spec.partition(":")
@@ -97,7 +96,7 @@ def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
         return reparameterize(loaded.module), path.name
     if path.suffix in (".pt", ".ckpt", ".pt2", ".onnx") or "/" in name:
         raise ConfigError(f"{spec}: no such model file")
-    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
+    close = close_names(name)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UnknownModelError(f"unknown model {spec!r}: {hint}(a plainnet name from `plainnet models`, "
                             "torchvision.NAME, timm.NAME, or a checkpoint file)")

@@ -17,8 +17,8 @@ from torch import nn
 
 from ..errors import UnknownModelError
 
-__all__ = ["FamilyTraits", "ModelEntry", "register_model", "list_models", "model_entry", "traits_of", "build",
-           "EXTERNAL_PREFIXES"]
+__all__ = ["FamilyTraits", "ModelEntry", "register_model", "list_models", "model_entry", "close_names", "traits_of",
+           "build", "EXTERNAL_PREFIXES"]
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,12 @@ class FamilyTraits:
 class ModelEntry:
     name: str
     builder: Callable[..., nn.Module]
-    family: str
     paper: str
     traits: FamilyTraits
+
+    @property
+    def family(self) -> str:
+        return self.traits.family
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -68,7 +71,7 @@ def register_model(name: str, builder: Callable[..., nn.Module], *, family: str,
         raise ValueError(f"model {name!r} is already registered")
     if traits is not None and traits.family != family:
         raise ValueError(f"model {name!r}: traits of family {traits.family!r} given for family {family!r}")
-    _REGISTRY[name] = ModelEntry(name, builder, family, paper, traits or FamilyTraits(family))
+    _REGISTRY[name] = ModelEntry(name, builder, paper, traits or FamilyTraits(family))
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -76,11 +79,16 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+def close_names(name: str) -> list[str]:
+    """Up to three registered names like ``name`` (for "did you mean")."""
+    return difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+
+
 def model_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        close = close_names(name)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `plainnet models`"
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 

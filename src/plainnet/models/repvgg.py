@@ -133,7 +133,7 @@ def _build(cfg: RepVGGConfig):
     return builder
 
 
-_TRAITS = FamilyTraits("repvgg", branches=True, train_forms=("standard", "online"),
+_TRAITS = FamilyTraits("repvgg", branches=True, train_forms=TRAIN_FORMS,
                        fixed_strides_when_pretrained=True)
 for _variant, _cfg in REPVGG_CFGS.items():
     register_model(f"repvgg_{_variant}", _build(_cfg), family="repvgg", paper="arXiv:2101.03697", traits=_TRAITS)
