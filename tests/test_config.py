@@ -63,8 +63,9 @@ def test_override_args_need_values():
 def test_auto_recipe_for_photos_on_cpu_and_gpu():
     facts = DataFacts(num_train=1722, num_classes=3, class_counts=(800, 800, 122), typical_side=256)
     cfg, notes = resolve(RunConfig(), facts, CPU)
-    # every choice explicit but the validation interval, which the first epoch measures (TrainingClock)
-    assert cfg.train.val_every == "auto" and "auto" not in str(replace(cfg, train=replace(cfg.train, val_every=1)))
+    # every choice explicit; the validation interval 0: the first epoch measures it (TrainingClock)
+    assert cfg.train.val_every == 0 and "auto" not in str(cfg)
+    assert any(n.startswith("val_every=0") for n in notes)
     assert cfg.model.name == "repvgg_a0" and cfg.data.image_size == 96 and cfg.model.output_stride == 32
     assert cfg.train.precision == "bf16" and cfg.train.channels_last is True
     assert cfg.data.balance == "loss"  # healthy is 7% of the potato leaves
@@ -313,3 +314,30 @@ def test_a_budget_too_short_for_the_floor_keeps_the_floor_and_says_how_long_it_t
     fixed, _ = resolve(apply_overrides(RunConfig(), {"train.min_epochs": "9", "train.budget_minutes": "0.1"}),
                        digits, slow)
     assert fixed.train.epochs == 9
+
+
+@pytest.mark.parametrize("overrides", [{}, {"model.name": "vgg11_bn", "train.epochs": "3"},
+                                       {"train.precision": "fp32", "data.image_size": "64", "train.patience": "2"},
+                                       {"model.name": "torchvision.resnet18"}])
+def test_resolved_config_holds_concrete_types(overrides):
+    """What leaves the recipe needs no cast: every ``int | str``-style field holds its number or bool,
+    even when given on the command line, and no ``auto`` is left."""
+    import dataclasses
+    import typing
+
+    facts = DataFacts(num_train=1722, num_classes=3, class_counts=(800, 800, 122), typical_side=256)
+    cfg, _ = resolve(apply_overrides(RunConfig(), overrides), facts, CPU)
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        hints = typing.get_type_hints(type(values))
+        for f in dataclasses.fields(values):
+            kinds = [k for k in (typing.get_args(hints[f.name]) or (hints[f.name],)) if k is not str] or [str]
+            value = getattr(values, f.name)
+            assert value != "auto" and type(value) is kinds[0], (section.name, f.name, value)
+
+
+def test_concrete_refuses_an_auto_left_behind():
+    from plainnet.engine.recipe import concrete
+
+    with pytest.raises(RuntimeError, match="data.image_size auto"):
+        concrete(RunConfig())

@@ -145,7 +145,7 @@ def test_no_time_left_stops_after_the_current_epoch():
 
 def test_validation_runs_every_epoch_while_it_is_cheap():
     fake = _Clock()
-    clock = TrainingClock(96, 96, val_every=None, clock=fake)
+    clock = TrainingClock(96, 96, val_every=0, clock=fake)
     _, _, _, trainer = _simulate(clock, fake, epochs=6, seconds_per_epoch=lambda e: 10.0, val_seconds=0.9)
     assert trainer.validated == list(range(6)) and clock.val_every == 1 and clock.notes == []
 
@@ -153,13 +153,13 @@ def test_validation_runs_every_epoch_while_it_is_cheap():
 def test_costly_validation_runs_less_often_and_always_after_the_last_epoch():
     # A validation pass costs 35% of an epoch's training: every 4th epoch keeps it under 10%.
     fake = _Clock()
-    clock = TrainingClock(96, 96, val_every=None, clock=fake)
+    clock = TrainingClock(96, 96, val_every=0, clock=fake)
     _, _, _, trainer = _simulate(clock, fake, epochs=10, seconds_per_epoch=lambda e: 10.0, val_seconds=3.5)
     assert clock.val_every == 4 and "val_every=4" in clock.notes[0]
     assert trainer.validated == [0, 3, 7, 9]
     # capped: even a pass as long as an epoch is run every 5th epoch; a fixed interval is kept as given
     fake = _Clock()
-    clock = TrainingClock(96, 96, val_every=None, clock=fake)
+    clock = TrainingClock(96, 96, val_every=0, clock=fake)
     _simulate(clock, fake, epochs=3, seconds_per_epoch=lambda e: 10.0, val_seconds=30.0)
     assert clock.val_every == 5
     fake = _Clock()

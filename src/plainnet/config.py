@@ -160,9 +160,9 @@ class TrainConfig:
     #: EMA decay of the weights (0 disables); validation and exports then use the averaged weights.
     ema: float | str = AUTO
     grad_clip: float = 0.0
-    #: Validate every this many epochs and after the last; ``auto``: every epoch while a validation pass
+    #: Validate every this many epochs and after the last; ``0``: every epoch while a validation pass
     #: costs <= 10% of an epoch's training (measured in the first epoch), else as rarely as keeps it so
-    #: (at most every 5th); every epoch when early stopping is on.
+    #: (at most every 5th); ``auto``: 0, or every epoch when early stopping is on.
     val_every: int | str = AUTO
     #: Stop when ``monitor`` has not improved for this many validations -- epochs, unless ``val_every`` is
     #: set above 1 (0 disables).
@@ -295,7 +295,7 @@ RANGES = {
     "train.ema": (0.0, 1.0, False, True),
     "train.grad_clip": (0.0, None, False, False),
     "train.patience": (0, None, False, False),
-    "train.val_every": (1, None, False, False),
+    "train.val_every": (0, None, False, False),
     "train.devices": (1, None, False, False),
     "train.num_nodes": (1, None, False, False),
     "train.threads": (0, None, False, False),

@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,38 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("prune:0.3", "prune:0.5", "prune:0.7", "unstructured:0.5", "int8", "prune:0.5+int8",
                    "distill", "slim-head", "gap-head", "dws")
-
-
-#: The methods and what their ``:`` parameter is: a ratio in (0, 1), a student model name, or none.
-METHODS = {"prune": "ratio", "unstructured": "ratio?", "int8": "", "distill": "model?", "slim-head": "",
-           "gap-head": "", "dws": ""}
-
-
-def check_methods(methods) -> None:
-    """Raise :class:`~plainnet.errors.ConfigError` for the first method that is not in :data:`METHODS`
-    or has a wrong parameter, before anything is trained."""
-    from ..errors import ConfigError
-    from ..models import traits_of
-
-    for method in methods:
-        kind, _, arg = method.partition(":")
-        if kind == "prune" and arg.endswith("+int8"):
-            arg = arg.removesuffix("+int8")
-        if kind not in METHODS:
-            raise ConfigError(f"unknown compression method {method!r}: one of {', '.join(METHODS)} "
-                              "(prune:R, unstructured:R, distill:NAME, prune:R+int8)")
-        wants = METHODS[kind]
-        if not wants and arg:
-            raise ConfigError(f"compression method {kind} takes no parameter, got {method!r}")
-        if wants.startswith("ratio") and (arg or not wants.endswith("?")):
-            try:
-                ok = 0 < float(arg) < 1
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ConfigError(f"{method}: the ratio must be a number between 0 and 1, e.g. {kind}:0.5")
-        if wants.startswith("model") and arg:
-            traits_of(arg)  # (an unknown name: UnknownModelError with close matches)
 
 
 @dataclass
@@ -123,140 +92,250 @@ def compress(run_dir: str | Path, *, methods: tuple[str, ...] | list[str] = DEFA
              data: str | None = None, rounds: int = 5, min_seconds: float = 0.3) -> CompressResult:
     """Apply ``methods`` to the best model of ``run_dir`` and measure everything side by side (latency:
     ``rounds`` interleaved rounds, each timing every model for about ``min_seconds``)."""
-    from ..deploy.bench import Runner, file_runner, make_runner, run_bench
-    from ..deploy.export import export_onnx
-    from ..deploy.quantize import quantize_onnx
-    from ..evaluation.evaluate import load_eval_data
-    from ..evaluation.inference import load_inference_model, sample_images
-    from ..evaluation.metrics import accuracy
-    from ..models import create_model, load_model, save_checkpoint, traits_of
-    from ..models.checkpoint import load_checkpoint
-    from ..models.reparam import reparameterize, verify_equivalence
-    from .finetune import finetune
-    from .prune import structured_prune, unstructured_prune, weight_sparsity
+    from ..deploy.bench import run_bench
 
     check_methods(methods)
-    run_dir, run = Path(run_dir), RunDir(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "compress"
+    out = Path(out_dir) if out_dir else Path(run_dir) / "compress"
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous_runs(out / "runs")
-    loaded = load_inference_model(run_dir)
-    config = run.config()
-    data = data or config.data.path
-    size = loaded.preprocess.image_size
-    base = load_model(loaded.source)
-    name = base.arch["name"]
-    fc_head = traits_of(name).fc_head  # (VGG's wide classifier: the head compressions apply)
-    payload_meta = {k: v for k, v in load_checkpoint(loaded.source).items()
-                    if k in ("classes", "preprocess", "config")}
-
-    ev = load_eval_data(loaded, None if data == config.data.path else data)
-    eval_batches = [loaded.prepare(ev.images[i : i + 64]) for i in range(0, len(ev.labels), 64)]
-    calibration = sample_images(loaded, n=256, split="train")
-    example = calibration[:2] if len(calibration) else torch.randn(2, 3, size, size)
-
-    rows: list[MethodRow] = []
-    runners: dict[str, list[Runner]] = {}
-    skipped: list[str] = []
-
-    def torch_row(method: str, model: nn.Module, seconds: float, note: str = "") -> None:
-        fused = reparameterize(model).float()
-        path = save_checkpoint(fused, out / f"{method.replace(':', '-')}.pt", **payload_meta)
-        params, macs = _fused_summary(model, size)
-        acc = accuracy(fused, eval_batches, ev.labels)
-        rows.append(MethodRow(method, params, macs, path.stat().st_size, acc, seconds, note=note, artifact=str(path)))
-        runners[method] = [make_runner(fused, method, "eager", "fp32", b, size) for b in (1, 16)]
-
-    def int8_row(method: str, model: nn.Module, seconds: float) -> None:
-        fused = reparameterize(model).float()
-        fp32 = export_onnx(fused, out / f"{method.replace(':', '-').replace('+', '_')}.fp32.onnx", example,
-                           dynamic_batch=True, metadata=payload_meta).path
-        q = quantize_onnx(fp32, fp32.with_name(fp32.name.replace(".fp32.", ".int8.")),
-                          [b.numpy() for b in calibration.split(16)])
-        fp32.unlink()
-        session = load_inference_model(q)
-        params, macs = _fused_summary(model, size)
-        acc = accuracy(session, eval_batches, ev.labels)
-        rows.append(MethodRow(method, params, macs, q.stat().st_size, acc, seconds,
-                              note="onnxruntime int8 (QDQ, per-channel)", artifact=str(q)))
-        runners[method] = [file_runner(method, session, "onnxruntime", "int8", b, macs=macs, params=params)
-                           for b in (1, 16)]
-
-    def tune(model: nn.Module, tag: str, epochs: int, teacher: bool = False, from_scratch: bool = False) -> tuple[nn.Module, float]:
-        t0 = time.perf_counter()
-        result = finetune(model, run, epochs=epochs, runs_dir=out / "runs", name=tag, data=data, progress=False,
-                          teacher=loaded.source if teacher else None, from_scratch=from_scratch)
-        return load_model(result.best_checkpoint), time.perf_counter() - t0
-
-    torch_row("base", base, 0.0, "the trained model, fused")
-    base_acc = rows[0].accuracy
-    distill_epochs = distill_epochs or 3 * finetune_epochs
+    session = _Session.open(Path(run_dir), out, data, finetune_epochs, distill_epochs or 3 * finetune_epochs)
+    session.torch_row("base", session.base, 0.0, "the trained model, fused")
+    base_acc = session.rows[0].accuracy
     for method in methods:
         kind, _, arg = method.partition(":")
-        if method.startswith("prune:") and method.endswith("+int8"):
-            ratio = float(arg.split("+")[0])
-            pruned_method = f"prune:{arg.split('+')[0]}"
-            source = next((r for r in rows if r.method == pruned_method), None)
-            if source is None:
-                pruned, secs = tune(structured_prune(copy.deepcopy(base).train(), ratio, example), pruned_method, finetune_epochs)
-            else:
-                pruned, secs = load_model(source.artifact), source.train_seconds
-            int8_row(method, pruned, secs)
-        elif kind == "prune":
-            ratio = float(arg)
-            pruned = structured_prune(copy.deepcopy(base).train(), ratio, example)
-            tuned, secs = tune(pruned, method.replace(":", "-"), finetune_epochs)
-            verify_equivalence(tuned, reparameterize(tuned), example)  # pruned RepVGG still fuses exactly
-            torch_row(method, tuned, secs, f"{ratio:.0%} of channels removed, fine-tuned {finetune_epochs} epochs")
-        elif kind == "unstructured":
-            amount = float(arg or 0.5)
-            sparse = unstructured_prune(copy.deepcopy(base), amount)
-            torch_row(method, sparse, 0.0, f"{weight_sparsity(sparse):.0%} of weights zero; dense kernels: "
-                      "no smaller, no faster")
-        elif kind == "int8":
-            int8_row(method, base, 0.0)
-        elif kind == "distill":
-            if arg:
-                student = create_model(arg, num_classes=len(loaded.classes),
-                                       output_stride=int(config.model.output_stride))
-                label = arg
-            elif fc_head:
-                student = create_model("repvgg_a0", num_classes=len(loaded.classes),
-                                       output_stride=int(config.model.output_stride))
-                label = "repvgg_a0"
-            else:  # the 50%-pruned architecture, freshly initialized
-                student = structured_prune(copy.deepcopy(base).train(), 0.5, example)
-                for m in student.modules():
-                    if hasattr(m, "reset_parameters") and m is not student:
-                        m.reset_parameters()
-                label = f"{name} with 50% of channels"
-            trained, secs = tune(student, "distill", distill_epochs, teacher=True, from_scratch=True)
-            torch_row(method, trained, secs, f"student {label}, KD from the base, {distill_epochs} epochs")
-        elif kind in ("slim-head", "gap-head", "dws"):
-            if not fc_head:
-                skipped.append(f"{method}: for VGG bases (this {name} has a GAP head and plain 3x3 convs already)")
-                continue
-            if kind == "dws":
-                student = create_model("vgg16_dws", num_classes=len(loaded.classes), head="gap",
-                                       output_stride=int(config.model.output_stride))
-                trained, secs = tune(student, "dws", distill_epochs, teacher=True, from_scratch=True)
-                torch_row(method, trained, secs, f"depthwise-separable VGG-16, KD from the base, {distill_epochs} epochs")
-            else:
-                head = kind.split("-")[0]
-                new = create_model(name, num_classes=len(loaded.classes), head=head,
-                                   output_stride=int(config.model.output_stride))
-                _load_backbone(new, base.state_dict())
-                tuned, secs = tune(new, kind, finetune_epochs)
-                torch_row(method, tuned, secs, f"{head} head on the base's convolutions, fine-tuned {finetune_epochs} epochs")
-    for note in skipped:
+        METHODS[kind].apply(session, method, arg)
+    for note in session.skipped:
         log.warning("skipped %s", note)
-
-    results = run_bench([r for rs in runners.values() for r in rs], rounds=rounds, min_seconds=min_seconds)
+    rows = session.rows
+    results = run_bench([r for rs in session.runners.values() for r in rs], rounds=rounds, min_seconds=min_seconds)
     for row in rows:
         row.latency_ms = {r.batch: r.p50_ms for r in results if r.model == row.method}
     verdict = _verdict(rows, base_acc)
-    _write(rows, base_acc, out, verdict, skipped, name, data, size)
-    return CompressResult(rows, base_acc, out, verdict, skipped)
+    _write(rows, base_acc, out, verdict, session.skipped, session.name, session.data, session.size)
+    return CompressResult(rows, base_acc, out, verdict, session.skipped)
+
+
+@dataclass
+class _Session:
+    """One ``compress`` call: the base model and its data, and the rows measured so far."""
+    run: RunDir
+    loaded: object  # the base's InferenceModel
+    base: nn.Module
+    out: Path
+    data: str
+    payload_meta: dict
+    eval_batches: list
+    labels: object
+    calibration: torch.Tensor
+    example: torch.Tensor
+    finetune_epochs: int
+    distill_epochs: int
+    rows: list[MethodRow] = field(default_factory=list)
+    runners: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, run_dir: Path, out: Path, data: str | None, finetune_epochs: int, distill_epochs: int):
+        from ..evaluation.evaluate import load_eval_data
+        from ..evaluation.inference import load_inference_model, sample_images
+        from ..models import load_model
+        from ..models.checkpoint import load_checkpoint
+
+        loaded, config = load_inference_model(run_dir), RunDir(run_dir).config()
+        data = data or config.data.path
+        ev = load_eval_data(loaded, None if data == config.data.path else data)
+        calibration = sample_images(loaded, n=256, split="train")
+        size = loaded.preprocess.image_size
+        return cls(run=RunDir(run_dir), loaded=loaded, base=load_model(loaded.source), out=out, data=data,
+                   payload_meta={k: v for k, v in load_checkpoint(loaded.source).items()
+                                 if k in ("classes", "preprocess", "config")},
+                   eval_batches=[loaded.prepare(ev.images[i : i + 64]) for i in range(0, len(ev.labels), 64)],
+                   labels=ev.labels, calibration=calibration,
+                   example=calibration[:2] if len(calibration) else torch.randn(2, 3, size, size),
+                   finetune_epochs=finetune_epochs, distill_epochs=distill_epochs)
+
+    @property
+    def name(self) -> str:
+        return self.base.arch["name"]
+
+    @property
+    def size(self) -> int:
+        return self.loaded.preprocess.image_size
+
+    @property
+    def fc_head(self) -> bool:
+        """VGG's wide classifier: the head compressions apply."""
+        from ..models import traits_of
+
+        return traits_of(self.name).fc_head
+
+    def new_model(self, name: str, **kwargs) -> nn.Module:
+        from ..models import create_model
+
+        return create_model(name, num_classes=len(self.loaded.classes),
+                            output_stride=self.run.config().model.output_stride, **kwargs)
+
+    def torch_row(self, method: str, model: nn.Module, seconds: float, note: str = "") -> None:
+        from ..deploy.bench import make_runner
+        from ..evaluation.metrics import accuracy
+        from ..models import save_checkpoint
+        from ..models.reparam import reparameterize
+
+        fused = reparameterize(model).float()
+        path = save_checkpoint(fused, self.out / f"{method.replace(':', '-')}.pt", **self.payload_meta)
+        params, macs = _fused_summary(model, self.size)
+        acc = accuracy(fused, self.eval_batches, self.labels)
+        self.rows.append(MethodRow(method, params, macs, path.stat().st_size, acc, seconds, note=note,
+                                   artifact=str(path)))
+        self.runners[method] = [make_runner(fused, method, "eager", "fp32", b, self.size) for b in (1, 16)]
+
+    def int8_row(self, method: str, model: nn.Module, seconds: float) -> None:
+        from ..deploy.bench import file_runner
+        from ..deploy.export import export_onnx
+        from ..deploy.quantize import quantize_onnx
+        from ..evaluation.inference import load_inference_model
+        from ..evaluation.metrics import accuracy
+        from ..models.reparam import reparameterize
+
+        fused = reparameterize(model).float()
+        fp32 = export_onnx(fused, self.out / f"{method.replace(':', '-').replace('+', '_')}.fp32.onnx", self.example,
+                           dynamic_batch=True, metadata=self.payload_meta).path
+        q = quantize_onnx(fp32, fp32.with_name(fp32.name.replace(".fp32.", ".int8.")),
+                          [b.numpy() for b in self.calibration.split(16)])
+        fp32.unlink()
+        session = load_inference_model(q)
+        params, macs = _fused_summary(model, self.size)
+        acc = accuracy(session, self.eval_batches, self.labels)
+        self.rows.append(MethodRow(method, params, macs, q.stat().st_size, acc, seconds,
+                                   note="onnxruntime int8 (QDQ, per-channel)", artifact=str(q)))
+        self.runners[method] = [file_runner(method, session, "onnxruntime", "int8", b, macs=macs, params=params)
+                                for b in (1, 16)]
+
+    def tune(self, model: nn.Module, tag: str, epochs: int, teacher: bool = False,
+             from_scratch: bool = False) -> tuple[nn.Module, float]:
+        from ..models import load_model
+        from .finetune import finetune
+
+        t0 = time.perf_counter()
+        result = finetune(model, self.run, epochs=epochs, runs_dir=self.out / "runs", name=tag, data=self.data,
+                          progress=False, teacher=self.loaded.source if teacher else None, from_scratch=from_scratch)
+        return load_model(result.best_checkpoint), time.perf_counter() - t0
+
+    def pruned(self, ratio: float) -> nn.Module:
+        from .prune import structured_prune
+
+        return structured_prune(copy.deepcopy(self.base).train(), ratio, self.example)
+
+
+def _prune(s: _Session, method: str, arg: str) -> None:
+    from ..models import load_model
+    from ..models.reparam import reparameterize, verify_equivalence
+
+    if arg.endswith("+int8"):  # the pruned model of the same ratio (tuned now unless its row exists)
+        pruned_method = f"prune:{arg.removesuffix('+int8')}"
+        source = next((r for r in s.rows if r.method == pruned_method), None)
+        if source is None:
+            pruned, secs = s.tune(s.pruned(float(arg.removesuffix("+int8"))), pruned_method, s.finetune_epochs)
+        else:
+            pruned, secs = load_model(source.artifact), source.train_seconds
+        s.int8_row(method, pruned, secs)
+        return
+    ratio = float(arg)
+    tuned, secs = s.tune(s.pruned(ratio), method.replace(":", "-"), s.finetune_epochs)
+    verify_equivalence(tuned, reparameterize(tuned), s.example)  # pruned RepVGG still fuses exactly
+    s.torch_row(method, tuned, secs, f"{ratio:.0%} of channels removed, fine-tuned {s.finetune_epochs} epochs")
+
+
+def _unstructured(s: _Session, method: str, arg: str) -> None:
+    from .prune import unstructured_prune, weight_sparsity
+
+    sparse = unstructured_prune(copy.deepcopy(s.base), float(arg or 0.5))
+    s.torch_row(method, sparse, 0.0, f"{weight_sparsity(sparse):.0%} of weights zero; dense kernels: "
+                "no smaller, no faster")
+
+
+def _int8(s: _Session, method: str, arg: str) -> None:
+    s.int8_row(method, s.base, 0.0)
+
+
+def _distill(s: _Session, method: str, arg: str) -> None:
+    if arg or s.fc_head:  # the named student; for VGG, RepVGG-A0
+        label = arg or "repvgg_a0"
+        student = s.new_model(label)
+    else:  # the 50%-pruned architecture, freshly initialized
+        student = s.pruned(0.5)
+        for m in student.modules():
+            if hasattr(m, "reset_parameters") and m is not student:
+                m.reset_parameters()
+        label = f"{s.name} with 50% of channels"
+    trained, secs = s.tune(student, "distill", s.distill_epochs, teacher=True, from_scratch=True)
+    s.torch_row(method, trained, secs, f"student {label}, KD from the base, {s.distill_epochs} epochs")
+
+
+def _vgg_only(apply):
+    """A method for VGG bases (their wide fully connected head); skipped, with the reason, otherwise."""
+    def checked(s: _Session, method: str, arg: str) -> None:
+        if not s.fc_head:
+            s.skipped.append(f"{method}: for VGG bases (this {s.name} has a GAP head and plain 3x3 convs already)")
+            return
+        apply(s, method, arg)
+    return checked
+
+
+@_vgg_only
+def _new_head(s: _Session, method: str, arg: str) -> None:
+    head = method.split("-")[0]
+    new = s.new_model(s.name, head=head)
+    _load_backbone(new, s.base.state_dict())
+    tuned, secs = s.tune(new, method, s.finetune_epochs)
+    s.torch_row(method, tuned, secs, f"{head} head on the base's convolutions, fine-tuned {s.finetune_epochs} epochs")
+
+
+@_vgg_only
+def _dws(s: _Session, method: str, arg: str) -> None:
+    student = s.new_model("vgg16_dws", head="gap")
+    trained, secs = s.tune(student, "dws", s.distill_epochs, teacher=True, from_scratch=True)
+    s.torch_row(method, trained, secs, f"depthwise-separable VGG-16, KD from the base, {s.distill_epochs} epochs")
+
+
+@dataclass(frozen=True)
+class _Method:
+    #: What the ``:`` parameter is: ``ratio`` (in (0, 1)), ``model`` (a student's name), ``?``: optional.
+    parameter: str
+    apply: Callable[[_Session, str, str], None]
+
+
+#: The methods (``kind[:parameter]``), checked by :func:`check_methods` before anything trains.
+METHODS = {"prune": _Method("ratio", _prune), "unstructured": _Method("ratio?", _unstructured),
+           "int8": _Method("", _int8), "distill": _Method("model?", _distill),
+           "slim-head": _Method("", _new_head), "gap-head": _Method("", _new_head), "dws": _Method("", _dws)}
+
+
+def check_methods(methods) -> None:
+    """Raise :class:`~plainnet.errors.ConfigError` for the first method that is not in :data:`METHODS`
+    or has a wrong parameter, before anything is trained."""
+    from ..errors import ConfigError
+    from ..models import traits_of
+
+    for method in methods:
+        kind, _, arg = method.partition(":")
+        if kind == "prune" and arg.endswith("+int8"):
+            arg = arg.removesuffix("+int8")
+        if kind not in METHODS:
+            raise ConfigError(f"unknown compression method {method!r}: one of {', '.join(METHODS)} "
+                              "(prune:R, unstructured:R, distill:NAME, prune:R+int8)")
+        wants = METHODS[kind].parameter
+        if not wants and arg:
+            raise ConfigError(f"compression method {kind} takes no parameter, got {method!r}")
+        if wants.startswith("ratio") and (arg or not wants.endswith("?")):
+            try:
+                ok = 0 < float(arg) < 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"{method}: the ratio must be a number between 0 and 1, e.g. {kind}:0.5")
+        if wants.startswith("model") and arg:
+            traits_of(arg)  # (an unknown name: UnknownModelError with close matches)
 
 
 def _verdict(rows: list[MethodRow], base_acc: float) -> str:

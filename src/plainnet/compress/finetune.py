@@ -36,7 +36,7 @@ def finetune(model: nn.Module, base: RunDir | None, *, epochs: int, runs_dir: st
     if not from_scratch:
         overrides.update({"schedule.name": "cosine", "schedule.warmup_epochs": "0"})
         if config is not None:
-            overrides["optim.lr"] = str(float(config.optim.lr) * FINETUNE_LR_SCALE)
+            overrides["optim.lr"] = str(config.optim.lr * FINETUNE_LR_SCALE)
     if teacher is not None:
         overrides.update({"distill.teacher": str(teacher), "train.label_smoothing": "0.0"})
     return train(config, overrides=overrides, model_instance=model)

@@ -205,22 +205,61 @@ def app_from_env():
 
 def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
     """The FastAPI app serving ``model``."""
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-    registry = CollectorRegistry()
-    requests = Counter("plainnet_requests", "HTTP requests answered", ["path", "status"], registry=registry)
-    errors = Counter("plainnet_errors", "requests answered with an error (4xx or 5xx)", ["path"], registry=registry)
-    latency = Histogram("plainnet_request_seconds", "request latency", ["path"], registry=registry,
-                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-    batch_sizes = Histogram("plainnet_batch_size", "images per model call", registry=registry,
-                            buckets=tuple(2 ** i for i in range(11)))
-    queue = BatchQueue(model, options.max_batch, options.max_wait_ms, on_batch=batch_sizes.observe)
-    Gauge("plainnet_queue_depth", "images waiting for the model", registry=registry).set_function(queue.depth)
+    telemetry = _Telemetry()
+    queue = BatchQueue(model, options.max_batch, options.max_wait_ms, on_batch=telemetry.batch_sizes.observe)
+    telemetry.watch(queue)
     state = {"ready": False}
+    app = FastAPI(title="plainnet", version=_model_info(model)["version"], lifespan=_lifespan(model, queue, state),
+                  description=f"Image classifier: {', '.join(model.classes)}")
+    _add_error_handlers(app, options)
+    _add_status_routes(app, model, state, telemetry)
+    _add_model_routes(app, model, queue, options)
+    app.state.routes = {route.path for route in app.routes}
+    return Guard(app, options.max_body_bytes, telemetry.observer(app.state.routes), _error)
+
+
+def _error(status: int, message: str):
+    """A 4xx/5xx answer: ``{"error": one line}``."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+
+
+class _Telemetry:
+    """The Prometheus metrics of one app (its own registry)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("plainnet_requests", "HTTP requests answered", ["path", "status"], registry=registry)
+        self.errors = Counter("plainnet_errors", "requests answered with an error (4xx or 5xx)", ["path"],
+                              registry=registry)
+        self.latency = Histogram("plainnet_request_seconds", "request latency", ["path"], registry=registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.batch_sizes = Histogram("plainnet_batch_size", "images per model call", registry=registry,
+                                     buckets=tuple(2 ** i for i in range(11)))
+
+    def watch(self, queue: BatchQueue) -> None:
+        from prometheus_client import Gauge
+
+        Gauge("plainnet_queue_depth", "images waiting for the model", registry=self.registry).set_function(queue.depth)
+
+    def observer(self, routes: set[str]):
+        """What :class:`Guard` calls after every request: ``observe(path, status, seconds)``."""
+        def observe(path: str, status: int, seconds: float) -> None:
+            path = path if path in routes else "other"  # bounded label values
+            self.requests.labels(path, str(status)).inc()
+            if status >= 400:
+                self.errors.labels(path).inc()
+            self.latency.labels(path).observe(seconds)
+        return observe
+
+
+def _lifespan(model: InferenceModel, queue: BatchQueue, state: dict):
+    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -232,13 +271,10 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
         yield
         state["ready"] = False
         await queue.stop()
+    return lifespan
 
-    app = FastAPI(title="plainnet", version=_model_info(model)["version"], lifespan=lifespan,
-                  description=f"Image classifier: {', '.join(model.classes)}")
 
-    def _error(status: int, message: str):
-        return JSONResponse({"error": " ".join(message.split())}, status_code=status)
-
+def _add_error_handlers(app, options: ServeOptions) -> None:
     @app.exception_handler(ClientError)
     async def client_error(_request, e: ClientError):
         return _error(e.status, str(e))
@@ -246,6 +282,11 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(_request, _e):
         return _error(413, f"request body over this server's limit of {options.max_body_bytes:,} bytes")
+
+
+def _add_status_routes(app, model: InferenceModel, state: dict, telemetry: _Telemetry) -> None:
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     @app.get("/healthz")
     async def healthz():
@@ -257,7 +298,7 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
 
     @app.get("/metrics")
     async def metrics():
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/model")
     async def model_info():
@@ -266,6 +307,10 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
     @app.get("/", response_class=HTMLResponse)
     async def page():
         return PAGE.read_text()
+
+
+def _add_model_routes(app, model: InferenceModel, queue: BatchQueue, options: ServeOptions) -> None:
+    from fastapi.responses import JSONResponse, Response
 
     @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}}})
     async def explain(request: Request):
@@ -296,16 +341,6 @@ def create_app(model: InferenceModel, options: ServeOptions = ServeOptions()):
             records[i] = {"path": uploads[i][0], "ok": True, "top_k": top_k_entries(model.classes, row, k)}
         return JSONResponse({"schema": SCHEMA, "model": str(model.source), "classes": list(model.classes),
                              "top_k": k, "predictions": records})  # as it is: FastAPI's encoder costs ~1 ms
-
-    def observe(path: str, status: int, seconds: float) -> None:
-        path = path if path in app.state.routes else "other"  # bounded label values
-        requests.labels(path, str(status)).inc()
-        if status >= 400:
-            errors.labels(path).inc()
-        latency.labels(path).observe(seconds)
-
-    app.state.routes = {route.path for route in app.routes}
-    return Guard(app, options.max_body_bytes, observe, _error)
 
 
 async def _read_request(request, options: ServeOptions) -> tuple[list[tuple[str, bytes]], int]:

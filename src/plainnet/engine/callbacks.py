@@ -204,7 +204,7 @@ class TrainingClock(L.Callback):
 
     At each epoch start the data module's training image size follows the schedule's progress
     (:func:`~plainnet.engine.schedule.train_size`). Validation runs every ``val_every`` epochs and always
-    after the last one; ``val_every=None`` decides after the first epoch: every epoch while a validation
+    after the last one; ``val_every=0`` decides after the first epoch: every epoch while a validation
     pass costs at most :data:`VAL_SHARE` of an epoch's training, else as rarely as keeps it there (at most
     every :data:`MAX_VAL_EVERY` epochs; under a deadline, also an epoch after which no other is likely to
     fit). With a ``deadline``, after every epoch the epochs that still fit
@@ -223,13 +223,13 @@ class TrainingClock(L.Callback):
         max_epochs: never plan more epochs than this.
         tolerance: seconds a plan may overrun before it is shrunk, and must leave free to be stretched
             (capped at half an epoch).
-        val_every: validate every this many epochs (and after the last); ``None``: measured.
+        val_every: validate every this many epochs (and after the last); ``0``: measured.
         clock: the time source (``time.perf_counter``; tests give a fake one).
         notes: re-fits and the measured validation interval are appended here (the run's ``auto`` notes).
     """
 
     def __init__(self, start_size: int, full_size: int, *, deadline: float | None = None,
-                 reserve=lambda val_seconds: 0.0, max_epochs: int = 100, val_every: int | None = 1,
+                 reserve=lambda val_seconds: 0.0, max_epochs: int = 100, val_every: int = 1,
                  min_epochs: int = 1, tolerance: float = 0.0, clock=time.perf_counter,
                  notes: list[str] | None = None) -> None:
         self.start_size, self.full_size, self.deadline, self.reserve = start_size, full_size, deadline, reserve
@@ -239,7 +239,7 @@ class TrainingClock(L.Callback):
         # (train s, relative cost, other s: validation + saving)
         self.epochs: list[tuple[float, float, float]] = []
         self.planned: int | None = None  # the re-fitted number of epochs (saved in checkpoints)
-        self.val_every, self.measure_val_every = val_every or 1, val_every is None
+        self.val_every, self.measure_val_every = val_every or 1, not val_every
         self.val_seconds: float | None = None  # the last validation pass
         self._started, self._ended, self._val_started = 0.0, None, None
         self._size = full_size

@@ -238,8 +238,8 @@ class ClassificationTask(L.LightningModule):
             raise ValueError(f"unknown optimizer {cfg.name!r}")
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         s = self.schedule_cfg
-        self.schedule = Schedule(s.name, float(s.warmup_epochs) / max(self.epochs, 1), s.min_lr_ratio, total)
-        if s.name == "constant" and not float(s.warmup_epochs):
+        self.schedule = Schedule(s.name, s.warmup_epochs / max(self.epochs, 1), s.min_lr_ratio, total)
+        if s.name == "constant" and not s.warmup_epochs:
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -93,18 +94,49 @@ def _distributed_env() -> tuple[int, int]:
     return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
 
 
-def _run_dir(cfg: RunConfig) -> Path:
-    # Every process of a distributed run must agree on the directory: the launcher's process gets it
-    # first and passes it down the environment; torchrun's processes share its run id.
-    if os.environ.get("PLAINNET_RUN_DIR"):
-        return Path(os.environ["PLAINNET_RUN_DIR"])
+#: How a DDP child process launched by Lightning (which re-runs this command) learns the run directory
+#: its launcher chose: set only around ``trainer.fit``, where Lightning copies the environment into the
+#: children (:func:`_children_use`), and read only by a child (:func:`_launched_run_dir`).
+CHILD_RUN_DIR = "PLAINNET_RUN_DIR"
+
+
+def _launched_run_dir() -> Path | None:
+    """The run directory a DDP child's launcher chose (``LOCAL_RANK`` > 0 from Lightning's launcher)."""
+    child = os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+    return Path(os.environ[CHILD_RUN_DIR]) if child and os.environ.get(CHILD_RUN_DIR) else None
+
+
+@contextmanager
+def _children_use(run_dir: Path):
+    """Processes launched inside this block (Lightning's DDP children) train into ``run_dir``."""
+    before = os.environ.get(CHILD_RUN_DIR)
+    os.environ[CHILD_RUN_DIR] = str(run_dir)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CHILD_RUN_DIR, None)
+        else:
+            os.environ[CHILD_RUN_DIR] = before
+
+
+def _new_run_dir(cfg: RunConfig, rank: int) -> Path:
+    """The run directory of a new run. Every process of a distributed run must agree on it: Lightning's
+    children get their launcher's; torchrun's processes share its run id."""
+    launched = _launched_run_dir()
+    if launched is not None:
+        return launched
     name = cfg.train.name
     if not name:
         world, _ = _distributed_env()
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
         stamp = run_id[:8] if world > 1 and run_id and run_id != "none" else datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"{cfg.model.name}-{stamp}"
-    return Path(cfg.train.runs_dir) / name
+    run_dir = Path(cfg.train.runs_dir) / name
+    # Only the first process checks: under torchrun the others may look after it has started writing.
+    if rank == 0 and RunDir.is_run(run_dir):
+        raise ConfigError(f"run directory {run_dir} already exists: pick another --train.name or --resume it")
+    return run_dir
 
 
 class _RunLogFile(logging.FileHandler):
@@ -151,7 +183,7 @@ def build_model(cfg: RunConfig, num_classes: int):
     m = cfg.model
     kwargs = {}
     if not traits_of(m.name).foreign:  # (plainnet's architecture options)
-        kwargs = {"output_stride": int(m.output_stride), "drop_rate": float(m.drop_rate)}
+        kwargs = {"output_stride": m.output_stride, "drop_rate": m.drop_rate}
         if m.head:
             kwargs["head"] = m.head
         if m.train_form == "online":
@@ -233,7 +265,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, callbacks: list, *, max_epochs: int)
         callbacks.append(RichProgressBar(leave=True))
     world, _ = _distributed_env()
     under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ and world > 1
-    devices = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if under_torchrun else int(t.devices)
+    devices = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if under_torchrun else t.devices
     num_nodes = world // devices if under_torchrun else t.num_nodes
     distributed = devices * num_nodes > 1
     return L.Trainer(
@@ -285,16 +317,30 @@ def train(
     Returns:
         A :class:`TrainResult` with the run directory, the best checkpoint and the final scores.
     """
-    import lightning as L
-
     from .callbacks import StartupTimer
-    from .recipe import detect_machine, resolve
 
     t0 = time.perf_counter() if started is None else started
     startup = StartupTimer(t0)
     startup.mark("start-up and imports")
     # 1. Configuration: defaults < file < overrides (< the saved config of a resumed run).
-    ckpt_path = None
+    cfg, resumed_dir, ckpt_path = _configure(config, overrides, resume, data_and_model)
+    if resume is None:
+        cfg = _fetch_first(cfg, t0)
+    # 2. Data, and every "auto" resolved from it and from this machine.
+    source = load_data(cfg)
+    startup.mark("data scan")
+    cfg, notes, deadline = _resolve(cfg, source, t0, budgeted=cfg.train.epochs == AUTO and resume is None)
+    startup.mark("recipe and speed probe")
+    # 3. The run directory; 4. assemble and fit; 5. score the best weights (all in _fit).
+    _, rank = _distributed_env()
+    run = _Run(cfg=cfg, notes=notes, source=source, run_dir=resumed_dir or _new_run_dir(cfg, rank),
+               ckpt_path=ckpt_path, rank=rank, t0=t0, deadline=deadline, startup=startup)
+    return _in_run_dir(run, new=resume is None, fit=lambda: _fit(run, model_instance))
+
+
+def _configure(config, overrides, resume, data_and_model) -> tuple[RunConfig, Path | None, Path | None]:
+    """The config, and for ``--resume`` the run directory and the checkpoint it continues from."""
+    run_dir = ckpt_path = None
     if resume is not None:
         run_dir = Path(resume)
         if not RunDir.is_run(run_dir):
@@ -319,59 +365,75 @@ def train(
         cfg = apply_overrides(cfg, {shortcuts[key]: value})
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    if resume is None and cfg.model.pretrained == "imagenet" and cfg.model.name != AUTO:
+    return cfg, run_dir, ckpt_path
+
+
+def _fetch_first(cfg: RunConfig, t0: float) -> RunConfig:
+    """Published weights are fetched (or refused) before any data is read or a run directory made; a
+    ``NAME:imagenet`` teacher is fine-tuned first."""
+    if cfg.model.pretrained == "imagenet" and cfg.model.name != AUTO:
         from ..models.pretrained import fetch, weight_source
 
         source = weight_source(cfg.model.name)
-        if source is not None:  # fetched (or refused) before any data is read or a run directory made
+        if source is not None:
             fetch(source)
-    if resume is None and cfg.distill.teacher.endswith(":imagenet"):
+    if cfg.distill.teacher.endswith(":imagenet"):
         cfg = _fine_tune_teacher(cfg, t0)
+    return cfg
 
-    # 2. Data, and every "auto" resolved from it and from this machine.
-    budgeted = cfg.train.epochs == AUTO and resume is None  # the time budget bounds this command
-    source = load_data(cfg)
-    startup.mark("data scan")
+
+def _resolve(cfg: RunConfig, source, t0: float, *, budgeted: bool):
+    """The resolved config, its notes and the command's deadline (``None``: the planned epochs run)."""
+    import lightning as L
+
+    from .recipe import detect_machine, resolve
+
     machine = detect_machine()
-    world, rank = _distributed_env()
+    world, _ = _distributed_env()
     if world > 1 or cfg.train.devices not in (AUTO, 1) or cfg.train.num_nodes not in (AUTO, 1):
         # Every process must choose alike: no timing in each of them, no re-fitting to each one's clock.
         machine, budgeted = replace(machine, probe=None), False
     if cfg.train.threads:  # (before the probe: it measures what training will get)
         torch.set_num_threads(cfg.train.threads)
     cfg, notes = resolve(cfg, data_facts(source), machine, spent_seconds=time.perf_counter() - t0)
-    startup.mark("recipe and speed probe")
-    deadline = t0 + float(cfg.train.budget_minutes) * 60 if budgeted and cfg.train.accelerator == "cpu" else None
+    deadline = t0 + cfg.train.budget_minutes * 60 if budgeted and cfg.train.accelerator == "cpu" else None
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    return cfg, notes, deadline
 
-    if resume is None:
-        run_dir = _run_dir(cfg)
-        # Only the first process checks: under torchrun the others may look after it has started writing.
-        if rank == 0 and RunDir.is_run(run_dir) and not os.environ.get("PLAINNET_RUN_DIR"):
-            raise ConfigError(f"run directory {run_dir} already exists: pick another --train.name or --resume it")
-    os.environ["PLAINNET_RUN_DIR"] = str(run_dir)  # processes launched from here use the same directory
-    created = not run_dir.exists()
-    failure: BaseException | None = None
+
+@dataclass
+class _Run:
+    """One training run being fitted: what every step after the recipe reads."""
+    cfg: RunConfig
+    notes: list[str]
+    source: object
+    run_dir: Path
+    ckpt_path: Path | None
+    rank: int
+    t0: float
+    deadline: float | None
+    startup: object
+
+
+def _in_run_dir(run: _Run, *, new: bool, fit) -> TrainResult:
+    """``fit()`` with the run directory made, train.log attached, and a failure recorded (or the
+    unfinished directory of a new run removed)."""
+    created = not run.run_dir.exists()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handler = _attach_log_file(run_dir) if rank == 0 else None
-        for note in notes:  # (into train.log too)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        handler = _attach_log_file(run.run_dir) if run.rank == 0 else None
+        for note in run.notes:  # (into train.log too)
             log.info("auto: %s", note)
         try:
-            with writing_into(run_dir):  # a disk that fills up mid-write names the run directory
-                return _fit(cfg, notes, source, run_dir, ckpt_path, rank, t0, deadline, model_instance,
-                            startup=startup)
+            with writing_into(run.run_dir):  # a disk that fills up mid-write names the run directory
+                return fit()
         finally:
             if handler is not None:
                 _detach_log_file(handler)
     except BaseException as e:
-        failure = e
+        if run.rank == 0 and new and created:
+            _record_failure(run.run_dir, e, time.perf_counter() - run.t0)
         raise
-    finally:
-        if os.environ.get("PLAINNET_RUN_DIR") == str(run_dir) and world == 1:
-            del os.environ["PLAINNET_RUN_DIR"]
-        if failure is not None and rank == 0 and resume is None and created:
-            _record_failure(run_dir, failure, time.perf_counter() - t0)
 
 
 def _fine_tune_teacher(cfg: RunConfig, t0: float) -> RunConfig:
@@ -382,7 +444,7 @@ def _fine_tune_teacher(cfg: RunConfig, t0: float) -> RunConfig:
 
     name = cfg.distill.teacher.rpartition(":")[0]
     student = cfg.train.name or f"{cfg.model.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    budget = float(cfg.train.budget_minutes)
+    budget = cfg.train.budget_minutes
     log.info("distill.teacher %s: fine-tuning %s from its ImageNet weights on this data first (%s)",
              cfg.distill.teacher, name, f"{budget / 2:g} of the {budget:g} min budget" if cfg.train.epochs == AUTO
              else f"{cfg.train.epochs} epochs")
@@ -426,14 +488,6 @@ def _record_failure(run_dir: Path, error: BaseException, seconds: float) -> None
         pass
 
 
-def _val_every(t) -> int | None:
-    """Validate every this many epochs (``None``: TrainingClock measures it); early stopping's patience
-    counts epochs, so with it ``auto`` validates every epoch."""
-    if t.val_every != AUTO:
-        return int(t.val_every)
-    return 1 if t.patience > 0 else None
-
-
 #: Seconds after training besides the held-out passes: last.pt, curves.png, results.json, the report's
 #: plots and files (~3 s for the potato run on a 2-core CPU).
 AFTER_TRAINING_SECONDS = 4.0
@@ -441,110 +495,134 @@ AFTER_TRAINING_SECONDS = 4.0
 BUDGET_TOLERANCE = 0.03
 
 
-def _fit(cfg: RunConfig, notes, source, run_dir: Path, ckpt_path, rank: int, t0: float,
-         deadline: float | None, model_instance=None, *, startup) -> TrainResult:
-    from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, tta_views
+def _fit(run: _Run, model_instance=None) -> TrainResult:
+    """Assemble the data, the task and the Trainer; fit; score the best weights on the held-out split(s)."""
+    cfg, rd = run.cfg, RunDir(run.run_dir)
+    dm = _data_module(cfg, run.source)
+    run.startup.mark("decoding")
+    classes = list(dm.classes)
+    if run.rank == 0:
+        rd.save_config(cfg, run.notes)
+        rd.write_classes(classes)
+        if isinstance(run.source, Splits):  # the files actually used; unreadable ones under "skipped"
+            rd.write_split(dm.used_splits().to_json())
+        log.info("data: %d classes, %d train images %s; run directory %s", len(classes), dm.num_train(),
+                 dict(zip(classes, dm.class_counts())), run.run_dir)
+    model = build_model(cfg, len(classes)) if model_instance is None else _checked(model_instance, len(classes))
+    task = _task(cfg, model, dm)
+    from .callbacks import DivergenceGuard, RunRecorder, TargetStop
+
+    meta = {"classes": classes, "preprocess": dm.preprocess.to_dict(), "config": asdict(cfg)}
+    recorder = RunRecorder(run.run_dir, meta, monitor=cfg.train.monitor,
+                           mode="min" if cfg.train.monitor.endswith("loss") else "max")
+    clock = _clock(cfg, dm, run.deadline, run.notes)
+    callbacks = [clock, DivergenceGuard(cfg.optim.lr), recorder, run.startup]
+    if cfg.train.target_acc:
+        callbacks.append(TargetStop(cfg.train.target_acc, cfg.train.monitor, run.notes))
+    trainer = _trainer(cfg, run.run_dir, callbacks, max_epochs=cfg.train.epochs)
+    run.startup.mark("model and trainer")
+    with _children_use(run.run_dir):  # Lightning's DDP launcher starts the other processes in fit
+        trainer.fit(task, datamodule=dm, ckpt_path=run.ckpt_path, weights_only=True)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    if cfg.train.val_every == 0:  # measured in the first epoch: config.yaml names every choice
+        run.cfg = cfg = replace(cfg, train=replace(cfg.train, val_every=clock.val_every))
+        if run.rank == 0:
+            rd.save_config(cfg, run.notes)
+    final, verdict = _score(run, dm, recorder) if trainer.is_global_zero and rd.best.is_file() else ({}, None)
+    return TrainResult(run_dir=run.run_dir, best_checkpoint=rd.best, best_metric=recorder.best or 0.0,
+                       best_epoch=recorder.best_epoch or 0, final=final, epochs_run=len(recorder.history),
+                       seconds=time.perf_counter() - run.t0, config=cfg, notes=tuple(run.notes),
+                       **({} if verdict is None else {"status": verdict.status, "problem": verdict.problem,
+                                                      "warnings": verdict.warnings}))
+
+
+def _data_module(cfg: RunConfig, source):
+    """The decoded, cached data at the resolved size, with the statistics the weights expect."""
+    from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
     from ..data.datamodule import ImageDataModule
     from ..data.preprocess import Preprocess
-    from .callbacks import DivergenceGuard, RunRecorder, TargetStop, TrainingClock
-    from .recipe import FINETUNE_MAX_EPOCHS, MAX_EPOCHS
-    from .scoring import score_datamodule
-    from .task import ClassificationTask
 
-    d, run = cfg.data, RunDir(run_dir)
+    d = cfg.data
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if cfg.model.pretrained == "imagenet":  # the statistics the published weights were trained with
         from ..models.pretrained import pretrained_preprocess
 
         published = pretrained_preprocess(cfg.model.name)
         mean, std = tuple(published["mean"]), tuple(published["std"])
-    preprocess = Preprocess(int(d.image_size), float(d.crop_ratio), mean, std)
-    dm = ImageDataModule(source, preprocess, cfg.augment, batch_size=int(d.batch_size), seed=cfg.train.seed,
-                         cache=d.cache, cache_dir=d.cache_dir, workers=int(d.workers), balance=d.balance,
-                         normalize_from_data=d.normalize == "data", channels_last=bool(cfg.train.channels_last))
+    dm = ImageDataModule(source, Preprocess(d.image_size, d.crop_ratio, mean, std), cfg.augment,
+                         batch_size=d.batch_size, seed=cfg.train.seed, cache=d.cache, cache_dir=d.cache_dir,
+                         workers=d.workers, balance=d.balance, normalize_from_data=d.normalize == "data",
+                         channels_last=cfg.train.channels_last)
     dm.prepare_data()
     dm.setup("fit")
-    startup.mark("decoding")
-    classes = list(dm.classes)
-    if rank == 0:
-        run.save_config(cfg, notes)
-        run.write_classes(classes)
-        if isinstance(source, Splits):  # the files actually used; unreadable ones under "skipped"
-            run.write_split(dm.used_splits().to_json())
-        log.info("data: %d classes, %d train images %s; run directory %s", len(classes), dm.num_train(),
-                 dict(zip(classes, dm.class_counts())), run_dir)
+    return dm
 
-    model = build_model(cfg, len(classes)) if model_instance is None else _checked(model_instance, len(classes))
+
+def _task(cfg: RunConfig, model, dm):
+    """The LightningModule: the model (channels_last, frozen stages, compiled) with its loss and optimizer."""
+    from .task import ClassificationTask
+
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     frozen = _frozen_modules(model, cfg.model.freeze_stages)
     teacher = _load_teacher(cfg.distill.teacher) if cfg.distill.teacher else None
+    m = cfg.model
     task = ClassificationTask(
-        model, num_classes=len(classes), optim=cfg.optim, schedule=cfg.schedule, lr=float(cfg.optim.lr),
-        epochs=int(cfg.train.epochs), label_smoothing=cfg.train.label_smoothing,
-        class_weights=dm.class_weights() if d.balance == "loss" else None, ema_decay=float(cfg.train.ema),
-        teacher=teacher, distill=cfg.distill if teacher is not None else None,
-        backbone_lr_scale=float(cfg.model.backbone_lr_scale),
-        head_name=getattr(model, "classifier_name", None) if cfg.model.pretrained else None,
-        frozen=frozen, head_only_epochs=int(cfg.model.freeze_epochs), seed=cfg.train.seed, fuse_for_eval=not cfg.train.compile)
+        model, num_classes=len(dm.classes), optim=cfg.optim, schedule=cfg.schedule, lr=cfg.optim.lr,
+        epochs=cfg.train.epochs, label_smoothing=cfg.train.label_smoothing,
+        class_weights=dm.class_weights() if cfg.data.balance == "loss" else None, ema_decay=cfg.train.ema,
+        teacher=teacher, distill=cfg.distill if teacher is not None else None, backbone_lr_scale=m.backbone_lr_scale,
+        head_name=getattr(model, "classifier_name", None) if m.pretrained else None,
+        frozen=frozen, head_only_epochs=m.freeze_epochs, seed=cfg.train.seed, fuse_for_eval=not cfg.train.compile)
     if cfg.train.compile:
         task.model = torch.compile(model)
+    return task
 
-    meta = {"classes": classes, "preprocess": dm.preprocess.to_dict(), "config": asdict(cfg)}
-    recorder = RunRecorder(run_dir, meta, monitor=cfg.train.monitor,
-                           mode="min" if cfg.train.monitor.endswith("loss") else "max")
-    guard = DivergenceGuard(float(cfg.optim.lr))
+
+def _clock(cfg: RunConfig, dm, deadline: float | None, notes: list[str]):
+    """Progressive resizing, the validation interval and the budget re-fit (:class:`TrainingClock`)."""
+    from ..data.augment import tta_views
+    from .callbacks import TrainingClock
+    from .recipe import FINETUNE_MAX_EPOCHS, MAX_EPOCHS
+
     # After training, in fp32 (each pass ~1.5x a validation pass): the final scores of the held-out
     # split(s) with every test-time view, then the report's evaluation of the validation split, plain and
     # with each view. (Measured on CIFAR-10's 10k test images: 55 s after training, with 5.8 s passes.)
     views = len(tta_views(torch.zeros(1, 3, 8, 8), cfg.augment.tta))
     held_out = (dm.num_images("val") + dm.num_images("test")) / max(dm.num_images("val"), 1)
     passes = views * held_out + (1 + views if views > 1 else 1)
-    clock = TrainingClock(int(d.start_size), int(d.image_size), deadline=deadline,
-                          max_epochs=FINETUNE_MAX_EPOCHS if cfg.model.pretrained else MAX_EPOCHS,
-                          reserve=lambda val: val * 1.5 * passes + AFTER_TRAINING_SECONDS,
-                          val_every=_val_every(cfg.train), min_epochs=int(cfg.train.min_epochs),
-                          tolerance=BUDGET_TOLERANCE * float(cfg.train.budget_minutes) * 60, notes=notes)
-    callbacks = [clock, guard, recorder, startup]
-    if cfg.train.target_acc:
-        callbacks.append(TargetStop(float(cfg.train.target_acc), cfg.train.monitor, notes))
-    trainer = _trainer(cfg, run_dir, callbacks, max_epochs=int(cfg.train.epochs))
-    startup.mark("model and trainer")
-    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.interrupted:
-        raise KeyboardInterrupt
-    if cfg.train.val_every == AUTO:  # measured in the first epoch: config.yaml names every choice
-        cfg = replace(cfg, train=replace(cfg.train, val_every=clock.val_every))
-        if rank == 0:
-            run.save_config(cfg, notes)
+    t = cfg.train
+    return TrainingClock(cfg.data.start_size, cfg.data.image_size, deadline=deadline,
+                         max_epochs=FINETUNE_MAX_EPOCHS if cfg.model.pretrained else MAX_EPOCHS,
+                         reserve=lambda val: val * 1.5 * passes + AFTER_TRAINING_SECONDS, val_every=t.val_every,
+                         min_epochs=t.min_epochs, tolerance=BUDGET_TOLERANCE * t.budget_minutes * 60, notes=notes)
 
-    # Score the best weights on the held-out split(s), with and without test-time augmentation.
-    final, verdict = {}, None
-    if trainer.is_global_zero and run.best.is_file():
-        from ..models.reparam import reparameterize
-        from ..models import load_model
 
-        best = reparameterize(load_model(run.best))  # the same function, at deploy speed
-        if cfg.train.channels_last:
-            best = best.to(memory_format=torch.channels_last)
-        for split in ("val", "test"):
-            if dm.has_split(split):
-                final[split] = score_datamodule(best, dm, split, tta=cfg.augment.tta)
-        skipped = dm.used_splits().skipped if isinstance(source, Splits) else dm.bad_files
-        verdict = _verdict(cfg, final, recorder.history, notes, planned=int(cfg.train.epochs))
-        for warning in verdict.warnings:
-            log.warning("%s", warning)
-        run.write_results({
-            "status": verdict.status, **({"problem": verdict.problem} if verdict.problem else {}),
-            "warnings": list(verdict.warnings), "best_epoch": recorder.best_epoch, "best_metric": recorder.best,
-            "monitor": cfg.train.monitor, "epochs_run": len(recorder.history), "seconds": time.perf_counter() - t0,
-            "startup_seconds": startup.seconds, "final": final, "auto": notes,
-            "bad_files": [[display_path(p), r] for p, r in skipped]})
-    return TrainResult(run_dir=run_dir, best_checkpoint=run.best, best_metric=recorder.best or 0.0,
-                       best_epoch=recorder.best_epoch or 0, final=final, epochs_run=len(recorder.history),
-                       seconds=time.perf_counter() - t0, config=cfg, notes=tuple(notes),
-                       **({} if verdict is None else {"status": verdict.status, "problem": verdict.problem,
-                                                      "warnings": verdict.warnings}))
+def _score(run: _Run, dm, recorder):
+    """The best weights, re-parameterized, scored on the held-out split(s) with and without test-time
+    augmentation; the verdict; results.json."""
+    from ..models import load_model
+    from ..models.reparam import reparameterize
+    from .scoring import score_datamodule
+
+    cfg, rd = run.cfg, RunDir(run.run_dir)
+    best = reparameterize(load_model(rd.best))  # the same function, at deploy speed
+    if cfg.train.channels_last:
+        best = best.to(memory_format=torch.channels_last)
+    final = {split: score_datamodule(best, dm, split, tta=cfg.augment.tta)
+             for split in ("val", "test") if dm.has_split(split)}
+    skipped = dm.used_splits().skipped if isinstance(run.source, Splits) else dm.bad_files
+    verdict = _verdict(cfg, final, recorder.history, run.notes, planned=cfg.train.epochs)
+    for warning in verdict.warnings:
+        log.warning("%s", warning)
+    rd.write_results({
+        "status": verdict.status, **({"problem": verdict.problem} if verdict.problem else {}),
+        "warnings": list(verdict.warnings), "best_epoch": recorder.best_epoch, "best_metric": recorder.best,
+        "monitor": cfg.train.monitor, "epochs_run": len(recorder.history), "seconds": time.perf_counter() - run.t0,
+        "startup_seconds": run.startup.seconds, "final": final, "auto": run.notes,
+        "bad_files": [[display_path(p), r] for p, r in skipped]})
+    return final, verdict
 
 
 def _verdict(cfg: RunConfig, final: dict, history: list[dict], notes: list[str], planned: int):
@@ -554,5 +632,5 @@ def _verdict(cfg: RunConfig, final: dict, history: list[dict], notes: list[str],
     scores = final.get("val") or final.get("test") or {}
     refitted = any(n.startswith("epochs re-fitted") for n in notes)  # (not early stopping, not a target)
     return assess(scores.get("acc"), scores.get("largest_class_share"), history, epochs_planned=planned if refitted else 0,
-                  lr=float(cfg.optim.lr), lr_by_hand=not any(n.startswith("lr=") for n in notes),
-                  floor=int(cfg.train.min_epochs))
+                  lr=cfg.optim.lr, lr_by_hand=not any(n.startswith("lr=") for n in notes),
+                  floor=cfg.train.min_epochs)

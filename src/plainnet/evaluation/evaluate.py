@@ -196,8 +196,6 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
             of each over the single centre crop is reported.
         out_dir: where to write (default ``RUN_DIR/eval-<split>`` or ``./eval-<model name>``).
     """
-    from .plots import plot_confusion, plot_image_grid
-
     if split not in (None, "val", "test", "all"):
         raise ConfigError(f"split must be val, test or all, not {split!r}")
     if tta not in ("none", "hflip", "flips"):
@@ -213,17 +211,34 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     if ev.bad_files:
         log.warning("skipped %d unreadable image(s): %s", len(ev.bad_files),
                     "; ".join(f"{p} ({r})" for p, r in ev.bad_files[:10]))
+    files = _eval_dir(model, data, split, out_dir)
+    probs = predict_probs(model, _batches(model, ev.images, batch_size))
+    metrics = classification_metrics(probs, ev.labels, model.classes)
+    metrics["test_time_augmentation"] = _tta_variants(model, ev, tta, scale_list, batch_size, metrics["top1"])
+    metrics["model"] = {"source": str(model.source), "form": model.form}
+    metrics["data"] = ev.description
+    metrics["bad_files"] = ev.bad_files
+    with writing_into(files.path):  # a disk that fills up names the output folder
+        _write_eval(files, model, ev, metrics, probs, max_examples)
+    log.info("evaluated %d images from %s: top-1 %.4f -> %s", len(ev.labels), ev.description, metrics["top1"],
+             files.path)
+    return EvalResult(metrics=metrics, out_dir=files.path, probs=probs, data=ev)
+
+
+def _eval_dir(model: InferenceModel, data, split, out_dir) -> EvalDir:
+    """``out_dir``, else the run's ``eval-<split>`` (its own held-out data), else ``eval-<model name>``."""
     if out_dir:
         files = EvalDir(out_dir)
     elif model.run is not None and data is None:
         files = model.run.eval_dir(split or "val")
     else:
         files = EvalDir((model.run_dir or Path.cwd()) / f"eval-{model.source.stem}")
-    out = files.path
-    out.mkdir(parents=True, exist_ok=True)
+    files.path.mkdir(parents=True, exist_ok=True)
+    return files
 
-    probs = predict_probs(model, _batches(model, ev.images, batch_size))
-    metrics = classification_metrics(probs, ev.labels, model.classes)
+
+def _tta_variants(model: InferenceModel, ev, tta: str, scale_list, batch_size: int, top1: float) -> dict:
+    """Top-1 with each test-time augmentation asked for, and its gain over the single centre crop."""
     candidates = []
     if tta != "none":
         candidates.append((tta, tta, (1.0,)))
@@ -237,49 +252,48 @@ def evaluate(model_path: str | Path, data: str | None = None, *, split: str | No
     variants = {}
     for name, mode, sc in candidates:
         p = predict_probs(model, _batches(model, ev.images, batch_size), tta=mode, scales=sc)
-        top1 = classification_metrics(p, ev.labels, model.classes)["top1"]
-        variants[name] = {"tta": mode, "scales": list(sc), "top1": top1, "gain": top1 - metrics["top1"]}
-    metrics["test_time_augmentation"] = variants
-    metrics["model"] = {"source": str(model.source), "form": model.form}
-    metrics["data"] = ev.description
-    metrics["bad_files"] = ev.bad_files
+        variant_top1 = classification_metrics(p, ev.labels, model.classes)["top1"]
+        variants[name] = {"tta": mode, "scales": list(sc), "top1": variant_top1, "gain": variant_top1 - top1}
+    return variants
 
-    with writing_into(out):  # a disk that fills up names the output folder
-        with atomic_write(files.per_class, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
-            w.writeheader()
-            w.writerows(metrics["per_class"])
-        with atomic_write(files.confusion_table, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["true \\ predicted", *model.classes])
-            for cls, row in zip(model.classes, metrics["confusion"]):
-                w.writerow([cls, *row])
-        conf, pred = probs.max(1)
-        with atomic_write(files.predictions, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["image", "true", "predicted", "confidence", "correct"])
-            for name, y, p, c in zip(ev.names, ev.labels.tolist(), pred.tolist(), conf.tolist()):
-                w.writerow([name, model.classes[y], model.classes[p], f"{c:.4f}", int(y == p)])
-        plot_confusion(metrics["confusion"], model.classes, files.confusion)
 
-        wrong = torch.nonzero(pred != ev.labels).flatten()
-        metrics["misclassified"] = len(wrong)
-        files.misclassified.unlink(missing_ok=True)
-        shown = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
-        if len(shown):
-            plot_image_grid([_hwc(model, ev.images[i]) for i in shown],
-                            [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
-                             for i in shown], files.misclassified,
-                            title=f"misclassified: {len(wrong)} of {len(pred)} (most confident first)")
-        if model.module is not None:
-            picks = _cam_picks(ev.labels, pred, shown, 12)
-            overlays = explain_images(model, ev.images[picks])
-            plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"
-                                       for i in picks], files.gradcam, title="Grad-CAM (predicted class)",
-                            colors=["black" if pred[i] == ev.labels[i] else "crimson" for i in picks])
-        atomic_write_text(files.metrics, json.dumps(metrics, indent=1))
-    log.info("evaluated %d images from %s: top-1 %.4f -> %s", len(ev.labels), ev.description, metrics["top1"], out)
-    return EvalResult(metrics=metrics, out_dir=out, probs=probs, data=ev)
+def _write_eval(files: EvalDir, model: InferenceModel, ev, metrics: dict, probs, max_examples: int) -> None:
+    """The tables (per class, confusion, predictions), the figures and metrics.json."""
+    from .plots import plot_confusion, plot_image_grid
+
+    with atomic_write(files.per_class, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
+        w.writeheader()
+        w.writerows(metrics["per_class"])
+    with atomic_write(files.confusion_table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true \\ predicted", *model.classes])
+        for cls, row in zip(model.classes, metrics["confusion"]):
+            w.writerow([cls, *row])
+    conf, pred = probs.max(1)
+    with atomic_write(files.predictions, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "true", "predicted", "confidence", "correct"])
+        for name, y, p, c in zip(ev.names, ev.labels.tolist(), pred.tolist(), conf.tolist()):
+            w.writerow([name, model.classes[y], model.classes[p], f"{c:.4f}", int(y == p)])
+    plot_confusion(metrics["confusion"], model.classes, files.confusion)
+
+    wrong = torch.nonzero(pred != ev.labels).flatten()
+    metrics["misclassified"] = len(wrong)
+    files.misclassified.unlink(missing_ok=True)
+    shown = wrong[conf[wrong].argsort(descending=True)][:max_examples]  # the most confident mistakes first
+    if len(shown):
+        plot_image_grid([_hwc(model, ev.images[i]) for i in shown],
+                        [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
+                         for i in shown], files.misclassified,
+                        title=f"misclassified: {len(wrong)} of {len(pred)} (most confident first)")
+    if model.module is not None:
+        picks = _cam_picks(ev.labels, pred, shown, 12)
+        overlays = explain_images(model, ev.images[picks])
+        plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"
+                                   for i in picks], files.gradcam, title="Grad-CAM (predicted class)",
+                        colors=["black" if pred[i] == ev.labels[i] else "crimson" for i in picks])
+    atomic_write_text(files.metrics, json.dumps(metrics, indent=1))
 
 
 def _cam_picks(labels: torch.Tensor, pred: torch.Tensor, wrong: torch.Tensor, n: int) -> torch.Tensor:

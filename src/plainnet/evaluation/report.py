@@ -314,7 +314,7 @@ def build_report(run_dir: str | Path, *, samples_per_class: int = 6) -> Path:
                ("loss", f"{ev['loss']:.4f}"), ("calibration error (ECE)", f"{ev['ece']:.4f}")]
     overall += [(f"top-1 with {k}", f"{v['top1']:.2%} ({v['gain']:+.2%})")
                 for k, v in ev.get("test_time_augmentation", {}).items()]
-    image_size = int(config.data.image_size)
+    image_size = config.data.image_size
     model_rows = _model_rows(best, image_size)
     diagram_svg = _diagram(best, image_size)
     cards = [

@@ -50,7 +50,7 @@ class ConvBN(Reparameterizable):
     ``subsample`` > 1 applies a 1x1 conv's stride by slicing the input first (``x[..., ::s, ::s]``),
     which is the same computation. torch 2.14.1 on x86 CPUs segfaults in the backward pass of a
     strided 1x1 conv with 3-4 input channels in channels_last (RepVGG's stem); the slice avoids that
-    kernel entirely. See DESIGN.md, "channels_last backward crash".
+    kernel entirely. See docs/architecture.md, "Known hazards".
     """
 
     def __init__(
