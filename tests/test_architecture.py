@@ -166,3 +166,26 @@ def test_predict_does_not_import_lightning(tmp_path):
     imported = re.findall(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", proc.stderr, flags=re.M)
     assert len(imported) > 100 and any(name == "torch" for _, name in imported)  # the trace is read right
     assert [name for _, name in imported if name.split(".")[0] in ("lightning", "pytorch_lightning")] == []
+
+
+#: The longest a function may be (docs/architecture.md, "How the code reads"): longer ones mix steps.
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = [f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in (SRC / "plainnet").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == []
+
+
+def test_no_config_field_is_cast_after_the_recipe():
+    """What leaves ``engine.recipe.resolve`` is concrete (tests/test_config.py checks that): a cast of a
+    config field elsewhere would hide an ``auto`` that got through."""
+    cast = re.compile(r"\b(int|float|bool)\((cfg|config|self\.cfg|run\.cfg)?\.?(data|augment|model|optim|schedule|"
+                      r"train|distill|d|a|m|o|s|t)\.[a-z_]+\)")
+    found = [f"{path.relative_to(SRC)}:{i}: {line.strip()}"
+             for path in (SRC / "plainnet").rglob("*.py") if path.name != "recipe.py"
+             for i, line in enumerate(path.read_text().splitlines(), 1) if cast.search(line)]
+    assert found == []

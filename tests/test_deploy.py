@@ -53,7 +53,7 @@ def test_quantize_cli_pt2e(tiny_run, tmp_path):
     assert report["agreement"]["top1_agreement"] >= 0.8
     assert report["int8_bytes"] < report["fp32_bytes"] / 2  # int8 weights only
     loaded = load_inference_model(out)  # predict-ready: classes travel in the file, any batch size
-    assert loaded.classes == json.loads((tiny_run / "classes.json").read_text()) and loaded.fixed_batch is None
+    assert loaded.classes == json.loads((tiny_run / "classes.json").read_text()) and loaded.backend.fixed_batch is None
     x = sample_images(loaded, n=5, split="val")
     assert loaded(x).shape == (5, len(loaded.classes))
 
@@ -80,7 +80,7 @@ def test_export_cli_predict_from_onnx_matches_checkpoint(tiny_run, tmp_path, dat
     assert predict(onnx_path) == predict(tiny_run)  # the same class for every one of the 120 images
     meta = load_inference_model(onnx_path)
     assert meta.classes == json.loads((tiny_run / "classes.json").read_text())
-    assert meta.preprocess.image_size == 48 and meta.fixed_batch == 1
+    assert meta.preprocess.image_size == 48 and meta.backend.fixed_batch == 1
 
 
 def test_int8_agrees_with_fp32_on_a_trained_model(tiny_run, tmp_path):

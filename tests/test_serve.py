@@ -324,7 +324,7 @@ def test_backend_must_match_the_file(tiny_run, exported):
         load_for_serving(tiny_run, "onnxruntime")
     with pytest.raises(ConfigError, match="serve a checkpoint"):
         load_for_serving(exported["onnx"], "torch")
-    assert load_for_serving(exported["onnx"], "onnxruntime").session is not None
+    assert load_for_serving(exported["onnx"], "onnxruntime").backend.runtime == "onnxruntime"
 
 
 def test_serve_with_two_worker_processes(exported, images):
@@ -354,3 +354,23 @@ def _children(pid: int) -> list[int]:
     """The worker processes uvicorn started (not multiprocessing's resource tracker)."""
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return [int(p) for p in found if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+
+
+def test_every_saved_form_runs_through_one_backend_interface(tiny_run, exported):
+    """Checkpoint, .pt2 and ONNX answer the same logits through ``backend`` and say what they can do:
+    only the model as built can be explained and pruned; only ONNX has a fixed input size."""
+    from plainnet.evaluation.inference import load_inference_model, sample_images
+
+    checkpoint = load_inference_model(tiny_run)
+    x = sample_images(checkpoint, n=5)
+    assert len(x) == 5
+    reference = checkpoint(x)
+    for path in (tiny_run, exported["pt2"], exported["onnx"]):
+        loaded = load_inference_model(path)
+        backend = loaded.backend
+        assert torch.allclose(loaded(x), reference, atol=1e-3), backend.form
+        assert backend.can_explain == (path == tiny_run) == (backend.built is not None)
+        assert backend.training_form == (path == tiny_run)
+        assert backend.fixed_size == (backend.runtime == "onnxruntime") == (path == exported["onnx"])
+        assert (backend.torch_module() is None) == (backend.runtime == "onnxruntime")
+        assert backend.timed_call(x)() is not None

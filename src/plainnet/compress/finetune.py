@@ -78,7 +78,7 @@ def prune_and_finetune(model_path: str | Path, ratio: float, *, data: str | None
     if not 0 < ratio < 1:
         raise ConfigError(f"--ratio must be between 0 and 1, got {ratio}")
     loaded = load_inference_model(model_path)
-    if loaded.form != "train":
+    if not loaded.backend.training_form:
         raise ConfigError("prune a training-form checkpoint (best.pt of a run), not a fused or exported model")
     base = load_model(loaded.source)
     size = loaded.preprocess.image_size

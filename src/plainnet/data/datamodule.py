@@ -132,7 +132,7 @@ class ImageDataModule(L.LightningDataModule):
         self._stream: dict[str, tuple[Sample, ...]] = {}
         self.geometric = PRESETS[augment.preset]  # (the config checked the name)
         if self.geometric is not None and augment.rotate:
-            self.geometric = replace(self.geometric, degrees=float(augment.rotate))
+            self.geometric = replace(self.geometric, degrees=augment.rotate)
         if self.geometric is not None and self.geometric.scale is None and self.side == preprocess.image_size:
             # Nothing to crop away (crop ratio 1, e.g. 32 px images): translate into a reflected border
             # instead, as in the usual CIFAR padded random crop.

@@ -91,9 +91,10 @@ def resolve_model(spec: str, num_classes: int = 1000) -> tuple[nn.Module, str]:
         from ..evaluation.inference import load_inference_model
 
         loaded = load_inference_model(path)
-        if loaded.module is None:
+        module = loaded.backend.torch_module()
+        if module is None:
             raise ConfigError(f"{spec}: an ONNX file runs only on the onnxruntime backend")
-        return reparameterize(loaded.module), path.name
+        return reparameterize(module), path.name
     if path.suffix in (".pt", ".ckpt", ".pt2", ".onnx") or "/" in name:
         raise ConfigError(f"{spec}: no such model file")
     close = close_names(name)
@@ -152,14 +153,7 @@ def file_runner(name: str, loaded, backend: str, dtype: str, batch: int, *, macs
     module -- on random input of its size (``loaded``: :class:`~plainnet.evaluation.inference.InferenceModel`)."""
     size = loaded.preprocess.image_size
     x = torch.randn(batch, 3, size, size)
-    if loaded.session is not None:
-        session, feed = loaded.session, {loaded.session.get_inputs()[0].name: x.numpy()}
-
-        def fn():
-            return session.run(None, feed)
-    else:
-        def fn():
-            return loaded(x)
+    fn = loaded.backend.timed_call(x)
     for _ in range(2):  # warm-up
         fn()
     return Runner(name, backend, dtype, batch, fn, macs, params)

@@ -165,17 +165,11 @@ def _decode(name: str, data: bytes, model: InferenceModel, options: ServeOptions
 def _model_info(model: InferenceModel) -> dict:
     from .. import __version__
 
-    params = sum(p.numel() for p in model.module.parameters()) if model.module is not None else None
     name = ((model.config or {}).get("model") or {}).get("name") or model.source.stem
     return {"name": name, "source": str(model.source), "classes": list(model.classes),
             "input_size": model.preprocess.image_size, "preprocess": model.preprocess.to_dict(),
-            "form": model.form, "backend": "onnxruntime" if model.session is not None else "torch",
-            "params": params, "explain": _can_explain(model), "version": __version__}
-
-
-def _can_explain(model: InferenceModel) -> bool:
-    """Grad-CAM needs the PyTorch model as built (a run or checkpoint), not an exported program."""
-    return model.module is not None and model.form in ("train", "deploy")
+            "form": model.form, "backend": model.backend.runtime, "params": model.backend.params,
+            "explain": model.backend.can_explain, "version": __version__}
 
 
 def load_for_serving(path: str | Path, backend: str = "auto") -> InferenceModel:
@@ -186,7 +180,7 @@ def load_for_serving(path: str | Path, backend: str = "auto") -> InferenceModel:
     if backend not in ("auto", "torch", "onnxruntime"):
         raise ConfigError(f"backend must be auto, torch or onnxruntime, not {backend!r}")
     model = load_inference_model(path)
-    loaded = "onnxruntime" if model.session is not None else "torch"
+    loaded = model.backend.runtime
     if backend not in ("auto", loaded):
         raise ConfigError(f"{model.source.name} runs with {loaded}; for {backend}, "
                           + ("export it first: plainnet export (an .onnx file is served with onnxruntime)"
@@ -315,7 +309,7 @@ def _add_model_routes(app, model: InferenceModel, queue: BatchQueue, options: Se
     @app.post("/v1/explain", responses={200: {"content": {"image/png": {}}}})
     async def explain(request: Request):
         """Grad-CAM heat-map over one image (multipart field ``file``), as a PNG; PyTorch models only."""
-        if not _can_explain(model):
+        if not model.backend.can_explain:
             raise ClientError(409, "Grad-CAM needs a PyTorch model (a run or checkpoint), not an ONNX or .pt2 file")
         uploads, _ = await _read_request(request, options)
         image = await asyncio.to_thread(_decode, *uploads[0], model, options)

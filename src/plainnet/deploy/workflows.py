@@ -41,7 +41,7 @@ def real_or_random(loaded: InferenceModel, folder: str | Path | None, n: int, sp
 
 def _trained(model: str | Path) -> InferenceModel:
     loaded = load_inference_model(model)
-    if loaded.module is None or loaded.form == "pt2":
+    if loaded.backend.built is None:
         raise ConfigError(f"{model} is already an export: give the run directory or checkpoint")
     return loaded
 
@@ -119,6 +119,7 @@ def quantize_model(model: str | Path, output: str | Path | None = None, *, metho
     """Quantize ``model`` to int8 (``ort``: onnxruntime QDQ with ``options``; ``pt2e``: torchao +
     torch.compile) and measure size, latency (batch 1 and 16) and accuracy against fp32; the report is
     also written beside the output as JSON."""
+    from ..evaluation.backends import ProgramBackend
     from ..evaluation.evaluate import load_eval_data
     from ..models.reparam import reparameterize
     from .bench import file_runner, make_runner, run_bench
@@ -145,7 +146,7 @@ def quantize_model(model: str | Path, output: str | Path | None = None, *, metho
             pt2_meta = {**meta, "quantization": "torchao-pt2e-int8 (X86InductorQuantizer)", "fixed_batch": None}
             torch.export.save(program, str(output), extra_files={f"{METADATA_KEY}.json": json.dumps(pt2_meta)})
             int8 = load_inference_model(output)
-            int8.module = compile_int8(int8.module)
+            int8.backend = ProgramBackend(compile_int8(int8.backend.torch_module()), int8.backend.fixed_batch)
 
         ev = load_eval_data(loaded, eval_data)
         batches = [loaded.prepare(ev.images[i : i + 64]) for i in range(0, len(ev.labels), 64)]

@@ -177,9 +177,9 @@ def explain_images(model: InferenceModel, images: torch.Tensor, target: torch.Te
     from .gradcam import grad_cam
     from .plots import cam_overlay
 
-    if model.module is None:
-        raise DataError("Grad-CAM needs the PyTorch model (a checkpoint), not an ONNX file")
-    cams, _ = grad_cam(model.module, model.prepare(images).to(model.device), target)
+    if not model.backend.can_explain:
+        raise DataError("Grad-CAM needs the PyTorch model (a checkpoint), not an exported file")
+    cams, _ = grad_cam(model.backend.built, model.prepare(images).to(model.backend.device), target)
     return [cam_overlay(_hwc(model, img), cam.numpy()) for img, cam in zip(images, cams)]
 
 
@@ -243,8 +243,8 @@ def _tta_variants(model: InferenceModel, ev, tta: str, scale_list, batch_size: i
     if tta != "none":
         candidates.append((tta, tta, (1.0,)))
     if scale_list != (1.0,):
-        if model.form == "onnx":
-            log.warning("skipping multi-scale evaluation: an ONNX export has a fixed input size")
+        if model.backend.fixed_size:
+            log.warning("skipping multi-scale evaluation: a %s export has a fixed input size", model.form)
         else:
             candidates.append(("multi-scale", "none", scale_list))
             if tta != "none":
@@ -287,7 +287,7 @@ def _write_eval(files: EvalDir, model: InferenceModel, ev, metrics: dict, probs,
                         [f"true: {model.classes[ev.labels[i]]}\npred: {model.classes[pred[i]]} ({conf[i]:.0%})"
                          for i in shown], files.misclassified,
                         title=f"misclassified: {len(wrong)} of {len(pred)} (most confident first)")
-    if model.module is not None:
+    if model.backend.can_explain:
         picks = _cam_picks(ev.labels, pred, shown, 12)
         overlays = explain_images(model, ev.images[picks])
         plot_image_grid(overlays, [f"{model.classes[ev.labels[i]]}\n→ {model.classes[pred[i]]} ({conf[i]:.0%})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from ..data.augment import center_crop, normalize
 from ..data.preprocess import Preprocess
 from ..errors import ConfigError, WeightsError
 from ..run_dir import RunDir
+from .backends import Backend, OnnxBackend, ProgramBackend, TorchBackend
 
 __all__ = ["InferenceModel", "load_inference_model", "read_image", "resolve_checkpoint", "sample_images"]
 
@@ -38,22 +39,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 @dataclass
 class InferenceModel:
-    """A classifier ready for inference: ``model(x)`` maps normalized ``(N, 3, S, S)`` floats to logits."""
+    """A classifier ready for inference: ``model(x)`` maps normalized ``(N, 3, S, S)`` floats to logits,
+    through the :class:`~plainnet.evaluation.backends.Backend` of its saved form."""
 
     classes: list[str]
     preprocess: Preprocess
     source: Path
-    #: ``train`` or ``deploy`` (PyTorch), or ``onnx``.
-    form: str
-    module: nn.Module | None = None
-    session: object | None = None
-    device: torch.device = torch.device("cpu")
+    backend: Backend
     #: The training config saved with the checkpoint (data path, split fractions and seed), if any.
     config: dict | None = None
-    #: Exports without ``--dynamic-batch`` take exactly this many images per call.
-    fixed_batch: int | None = None
-    #: ``module`` re-parameterized (a copy; ``module`` itself stays as loaded, e.g. for Grad-CAM).
-    _fused: nn.Module | None = field(default=None, repr=False)
 
     @property
     def run(self) -> RunDir | None:
@@ -65,26 +59,18 @@ class InferenceModel:
         run = self.run
         return run.path if run else None
 
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fixed_batch and len(x) != self.fixed_batch:
-            return torch.cat([self(x[i : i + self.fixed_batch]) for i in range(0, len(x), self.fixed_batch)])
-        if self.session is not None:
-            name = self.session.get_inputs()[0].name
-            return torch.from_numpy(self.session.run(None, {name: x.float().cpu().numpy()})[0])
-        if self._fused is None:  # the same function at deploy speed: one 3x3 conv per RepVGG block
-            from ..models.reparam import reparameterize
-            from ..layers import Reparameterizable
+    @property
+    def form(self) -> str:
+        """The saved form's name, for records and messages (ask :attr:`backend` what it can do)."""
+        return self.backend.form
 
-            fused = self.module
-            if any(isinstance(m, Reparameterizable) for m in fused.modules()):
-                fused = reparameterize(fused)
-            if self.device.type == "cpu" and self.form != "pt2":  # (an exported graph keeps its layout)
-                fused = fused.to(memory_format=torch.channels_last)
-            self._fused = fused
-        if self.device.type == "cpu" and self.form != "pt2":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self._fused(x.to(self.device)).float().cpu()
+    @property
+    def module(self) -> nn.Module | None:
+        """The PyTorch model as built (a checkpoint), or ``None`` for an exported file."""
+        return self.backend.built
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backend(x)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, side, side)`` images (``side = preprocess.resize_to``) -> normalized input."""
@@ -113,7 +99,7 @@ def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -
         return _load_onnx(source)
     if source.suffix.lower() == ".pt2":
         return _load_pt2(source)
-    from ..models import is_deployed, load_model
+    from ..models import load_model
     from ..models.base import classifier_of
     from ..models.checkpoint import load_checkpoint
 
@@ -123,8 +109,7 @@ def load_inference_model(path: str | Path, device: str | torch.device = "cpu") -
     _check_outputs(len(classes), getattr(classifier_of(model), "out_features", None), source)
     _check_run_classes(classes, source)
     return InferenceModel(classes=classes, preprocess=preprocess, source=source,
-                          form="deploy" if is_deployed(model) else "train", module=model,
-                          device=torch.device(device), config=payload.get("config"))
+                          backend=TorchBackend(model, torch.device(device)), config=payload.get("config"))
 
 
 def _metadata(info, source: Path, expected: str) -> tuple[list[str], Preprocess]:
@@ -185,8 +170,8 @@ def _load_onnx(source: Path) -> InferenceModel:
                         "int8 kernels can saturate and lose accuracy: quantize it again on this machine "
                         "(plainnet quantize picks 7-bit weights here)", source)
     batch_dim = session.get_inputs()[0].shape[0]
-    return InferenceModel(classes=classes, preprocess=preprocess, source=source, form="onnx", session=session,
-                          config=info.get("config"), fixed_batch=batch_dim if isinstance(batch_dim, int) else None)
+    return InferenceModel(classes=classes, preprocess=preprocess, source=source, config=info.get("config"),
+                          backend=OnnxBackend(session, batch_dim if isinstance(batch_dim, int) else None))
 
 
 def _load_pt2(source: Path) -> InferenceModel:
@@ -194,8 +179,8 @@ def _load_pt2(source: Path) -> InferenceModel:
 
     module, info = read_pt2(source)
     classes, preprocess = _metadata(info, source, "model exported by plainnet export")
-    return InferenceModel(classes=classes, preprocess=preprocess, source=source, form="pt2", module=module,
-                          config=info.get("config"), fixed_batch=info.get("fixed_batch"))
+    return InferenceModel(classes=classes, preprocess=preprocess, source=source, config=info.get("config"),
+                          backend=ProgramBackend(module, info.get("fixed_batch")))
 
 
 def sample_images(model: InferenceModel, source: str | Path | None = None, n: int = 64,
