@@ -1,4 +1,4 @@
-"""Regression for DESIGN.md's hazard: torch 2.14.1 segfaults in the backward of a strided 1x1 conv on
+"""Regression for the hazard in docs/architecture.md ("Known hazards"): torch 2.14.1 segfaults in the backward of a strided 1x1 conv on
 3 input channels in channels_last (RepVGG's stem). plainnet must train with channels_last on anyway.
 
 Run in a subprocess: a segfault would otherwise take the whole test session down.

@@ -34,6 +34,17 @@ def test_summary_counts_and_layers():
     assert "features.0" in result.output and "classifier.6" in result.output
 
 
+def test_summary_of_a_torchvision_model_and_a_plainnet_only_option():
+    # torchvision's VGG-16 with 3 classes: the same parameter count as plainnet's vgg16 above (torchvision's layout)
+    result = runner.invoke(app, ["summary", "torchvision.vgg16", "--num-classes", "3", "--no-layers"])
+    assert result.exit_code == 0, result.output
+    assert "134,272,835 parameters" in result.output
+    proc = subprocess.run([sys.executable, "-m", "plainnet", "summary", "torchvision.resnet18", "--small-input"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "does not take the option(s) small_input" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_unknown_model_is_one_line_error():
     proc = subprocess.run([sys.executable, "-m", "plainnet", "summary", "vgg17"], capture_output=True, text=True)
     assert proc.returncode == 2

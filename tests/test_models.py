@@ -141,3 +141,29 @@ def test_normal_input_has_strides_2_to_32(name):
     assert [i.reduction for i in model.feature_info] == [2, 4, 8, 16, 32]
     assert [f.shape[-1] for f in feats] == [112, 56, 28, 14, 7]
     assert out.shape == (1, NUM_CLASSES)
+
+
+def test_foreign_models_are_held_not_patched():
+    """A torchvision or timm classifier stays the library's module (inside ForeignClassifier): plainnet's
+    record of it lives on the wrapper, timm's own pretrained_cfg is left as timm made it, and its
+    checkpoints load into the library's model as they are (and old ones, without the prefix, still load)."""
+    import timm as _timm
+
+    from plainnet.models import create_model, load_weights
+    from plainnet.models.base import classifier_of
+    from plainnet.models.foreign import ForeignClassifier
+
+    tv = create_model("torchvision.resnet18", num_classes=3)
+    assert isinstance(tv, ForeignClassifier) and type(tv.net).__name__ == "ResNet"
+    assert tv.arch["name"] == "torchvision.resnet18" and classifier_of(tv) is tv.net.fc
+    assert not hasattr(tv.net, "arch") and not hasattr(tv.net, "classifier_name")
+    tm = create_model("timm.resnet18", num_classes=3)
+    assert tm.net.pretrained_cfg == _timm.create_model("resnet18", num_classes=3).pretrained_cfg
+    assert classifier_of(tm) is tm.net.get_classifier()
+    library_keys = tv.net.state_dict()
+    again = create_model("torchvision.resnet18", num_classes=3)
+    load_weights(again, ForeignClassifier.own_keys(library_keys))  # a library state dict, no prefix
+    x = torch.randn(1, 3, 32, 32)
+    tv.eval(), again.eval()
+    assert torch.equal(tv(x), again(x))
+    assert set(tv.state_dict()) == {"net." + k for k in library_keys}

@@ -87,7 +87,7 @@ for name in ("repvgg_a1", "repvgg_b1g2"):
     except WeightsError as e:
         errors.append(str(e))
 with torch.no_grad():
-    torch.save({"ours": ours(x), "timm_stem": by_timm.stem.conv_kxk.conv.weight.clone()}, sys.argv[2])
+    torch.save({"ours": ours(x), "timm_stem": by_timm.net.stem.conv_kxk.conv.weight.clone()}, sys.argv[2])
 print(json.dumps({"head": three.get_submodule(three.classifier_name).out_features, "cfg": ours.pretrained_cfg,
                   "timm_head": by_timm.get_classifier().out_features, "timm_cfg": by_timm.pretrained_cfg["preprocess"],
                   "errors": errors}))
@@ -190,13 +190,13 @@ def test_torch_hub_download_from_a_local_server_checks_the_checksum(web, tmp_pat
     served["file"] = good
     model = create_model("torchvision.squeezenet1_1", pretrained=True, num_classes=3)
     assert [p.name for p in cache.iterdir()] == [good]
-    torch.testing.assert_close(model.features[0].weight, published.features[0].weight)
-    assert model.classifier_name == "classifier.1" and model.classifier[1].out_channels == 3
+    torch.testing.assert_close(model.net.features[0].weight, published.features[0].weight)
+    assert model.classifier_name == "net.classifier.1" and model.net.classifier[1].out_channels == 3
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3)
     assert model.pretrained_cfg["preprocess"]["image_size"] == 224
     (root / good).unlink()  # cached now: no second download
     again = create_model("torchvision.squeezenet1_1", pretrained=True, num_classes=3)
-    torch.testing.assert_close(again.features[0].weight, published.features[0].weight)
+    torch.testing.assert_close(again.net.features[0].weight, published.features[0].weight)
 
 
 def test_a_corrupt_hub_download_is_removed_from_the_cache(tmp_path):

@@ -246,7 +246,7 @@ def test_torchvision_backbone_and_cifar_python_batches(tmp_path, datasets_dir):
     assert json.loads((result.run_dir / "classes.json").read_text()) == classes
     assert result.final["val"]["images"] == 60
     model = plainnet.load_model(result.best_checkpoint)
-    assert type(model).__name__ == "ResNet" and model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert type(model.net).__name__ == "ResNet" and model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
 @pytest.mark.parametrize("name", ["vgg16", "vgg19"])

@@ -16,7 +16,7 @@ from plainnet.errors import WeightsError
 from plainnet.models import is_deployed
 
 
-# The official RepVGG repository's names for timm's tensors (DESIGN.md), written out independently of
+# The official RepVGG repository's names for timm's tensors (read off both repositories' state dicts), written out independently of
 # plainnet's converter so the test checks it rather than mirrors it.
 OFFICIAL_FROM_TIMM = [
     (r"^stem\.", "stage0."),

@@ -34,7 +34,7 @@ def draw_command(
         net, name = load_model(resolve_checkpoint(model)), Path(model).stem
     else:
         with torch.device("meta"):
-            net = create_model(model, num_classes=num_classes, small_input=small_input)
+            net = create_model(model, num_classes=num_classes, **({"small_input": True} if small_input else {}))
         name = model
     out = draw(net, output or Path(f"{name}.svg"), input_size=input_size, form=form, style=style)
     console.print(f"wrote {out}")

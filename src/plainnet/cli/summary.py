@@ -26,7 +26,7 @@ def summary_command(
     from ..models import create_model, summarize
 
     with torch.device("meta"):
-        net = create_model(model, num_classes=num_classes, deploy=deploy, small_input=small_input)
+        net = create_model(model, num_classes=num_classes, deploy=deploy, **({"small_input": True} if small_input else {}))
     s = summarize(net, input_size)
     if layers:
         table = Table(title=f"{model} ({'deploy' if deploy else 'train'} form) at {input_size}x{input_size}")

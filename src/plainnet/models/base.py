@@ -122,17 +122,18 @@ def skipped_downsamplings(small_input: bool, output_stride: int | None) -> int:
 
 
 def classifier_of(model: nn.Module) -> nn.Module | None:
-    """The classifier layer of a plainnet model, of a timm model (``get_classifier``) or of a torchvision
-    one whose head plainnet replaced (``classifier_name``); ``None`` when it is not known."""
+    """The classifier layer of a plainnet model, a :class:`~plainnet.models.foreign.ForeignClassifier` or
+    a timm model (``get_classifier``); ``None`` when it is not known."""
     get = getattr(model, "get_classifier", None)
-    if callable(get):
-        return get()
-    name = getattr(model, "classifier_name", None)
-    return model.get_submodule(name) if name else None
+    return get() if callable(get) else None
 
 
 def features_and_head(model: nn.Module):
     """``(forward_features, forward_head)`` of a model that splits its forward so (plainnet's, timm's),
     else ``None``."""
+    from .foreign import ForeignClassifier
+
+    if isinstance(model, ForeignClassifier):
+        return model.features_and_head()
     features, head = getattr(model, "forward_features", None), getattr(model, "forward_head", None)
     return (features, head) if callable(features) and callable(head) else None

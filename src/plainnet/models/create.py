@@ -9,7 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import UnknownModelError, WeightsError
+from ..errors import ConfigError, UnknownModelError, WeightsError
+from .foreign import ForeignClassifier
 from .registry import EXTERNAL_PREFIXES, build
 from .pretrained import IMAGENET, pretrained_state_dict
 from .weights import detect_deploy_form, load_weights, read_state_dict
@@ -66,86 +67,96 @@ def create_model(
 
 def _external(name: str, num_classes: int, in_chans: int, *, weights, pretrained: bool, **kwargs) -> nn.Module:
     """A torchvision or timm classifier by name (``torchvision.resnet50``, ``timm.convnext_tiny``), so the
-    usual baselines train and compare through the same pipeline. ``pretrained=True``: torchvision's
-    weights enum's ``DEFAULT`` file (through torch hub, checked, read as tensors only), or timm's own
-    ``pretrained=True``; local ``weights`` are loaded strictly."""
-    library, _, model_name = name.partition(".")
+    usual baselines train and compare through the same pipeline, held in a :class:`ForeignClassifier`.
+    ``pretrained=True``: torchvision's weights enum's ``DEFAULT`` file (through torch hub, checked, read
+    as tensors only), or timm's own ``pretrained=True``; local ``weights`` are loaded strictly."""
     if pretrained and weights is not None:
         raise WeightsError(f"{name}: pass pretrained=True or weights=PATH, not both")
-    if pretrained and library == "torchvision":
-        return _torchvision_pretrained(name, num_classes, in_chans, **kwargs)
+    arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
+            **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}}
+    if pretrained and name.startswith("torchvision."):
+        return _torchvision_pretrained(name, arch, **kwargs)
     if pretrained:
-        return _timm_pretrained(name, num_classes, in_chans, **kwargs)
+        return _timm_pretrained(name, arch, **kwargs)
+    model = ForeignClassifier(_library_model(name, num_classes, in_chans, **kwargs), arch)
+    if weights is not None:
+        load_weights(model, ForeignClassifier.own_keys(read_state_dict(weights)))
+    return model
+
+
+def _library_model(name: str, num_classes: int, in_chans: int, *, pretrained: bool = False, **kwargs) -> nn.Module:
+    """The library's own module for ``torchvision.NAME`` / ``timm.NAME`` (timm's published weights with
+    ``pretrained``)."""
+    library, _, model_name = name.partition(".")
     if library == "torchvision":
         import torchvision
 
         if in_chans != 3:
             raise ValueError("torchvision models take 3 input channels")
-        try:
-            model = torchvision.models.get_model(model_name, weights=None, num_classes=num_classes, **kwargs)
-        except ValueError:
+        if model_name not in torchvision.models.list_models():
             close = difflib.get_close_matches(model_name, torchvision.models.list_models(), n=3)
             hint = f"; did you mean {', '.join('torchvision.' + c for c in close)}?" if close else ""
-            raise UnknownModelError(f"unknown torchvision model {model_name!r}{hint}") from None
-    else:
-        try:
-            import timm
-        except ImportError:
-            raise UnknownModelError(f"{name} needs timm: pip install timm") from None
-        if not timm.is_model(model_name):
-            raise UnknownModelError(f"unknown timm model {model_name!r}")
-        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    model.arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
-                  **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}}
-    if weights is not None:
-        load_weights(model, weights)
-    return model
-
-
-def _torchvision_pretrained(name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
-    model = _external(name, 1000, in_chans, weights=None, pretrained=False, **kwargs)
-    state, source = pretrained_state_dict(name)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise WeightsError(f"{source.filename} does not fit {name}: {len(missing)} missing, {len(unexpected)} "
-                           f"unexpected keys (e.g. {(missing or unexpected)[0]})")
-    if num_classes != 1000:
-        head_name, head = [(n, m) for n, m in model.named_modules()
-                           if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.shape[0] == 1000][-1]
-        new = (nn.Linear(head.in_features, num_classes) if isinstance(head, nn.Linear) else
-               nn.Conv2d(head.in_channels, num_classes, head.kernel_size, head.stride, head.padding))
-        parent, _, leaf = head_name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, leaf, new.to(next(head.parameters()).dtype))
-        model.classifier_name = head_name
-        model.arch["num_classes"] = num_classes
-    model.pretrained_cfg = source.model_cfg()
-    return model
-
-
-def _timm_pretrained(name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+            raise UnknownModelError(f"unknown torchvision model {model_name!r}{hint}")
+        return _with_options(name, kwargs, torchvision.models.get_model, model_name, weights=None,
+                             num_classes=num_classes)
     try:
         import timm
     except ImportError:
         raise UnknownModelError(f"{name} needs timm: pip install timm") from None
-    model_name = name.partition(".")[2]
     if not timm.is_model(model_name):
         raise UnknownModelError(f"unknown timm model {model_name!r}")
+    return _with_options(name, kwargs, timm.create_model, model_name, pretrained=pretrained, num_classes=num_classes,
+                         in_chans=in_chans)
+
+
+def _with_options(name: str, options: dict, build, *args, **kwargs) -> nn.Module:
+    """``build(*args, **kwargs, **options)``; an option the library's model does not take (e.g. plainnet's
+    ``small_input``) is one line naming it."""
     try:
-        model = timm.create_model(model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return build(*args, **kwargs, **options)
+    except TypeError as e:
+        if not options or "argument" not in str(e):
+            raise
+        raise ConfigError(f"{name} does not take the option(s) {', '.join(sorted(options))}: those are "
+                          "plainnet models' architecture options") from None
+
+
+def _torchvision_pretrained(name: str, arch: dict, **kwargs) -> nn.Module:
+    net = _library_model(name, 1000, arch["in_chans"], **kwargs)
+    state, source = pretrained_state_dict(name)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{source.filename} does not fit {name}: {len(missing)} missing, {len(unexpected)} "
+                           f"unexpected keys (e.g. {(missing or unexpected)[0]})")
+    num_classes = arch["num_classes"]
+    if num_classes != 1000:  # a new head for the class count
+        head_name, head = [(n, m) for n, m in net.named_modules()
+                           if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.shape[0] == 1000][-1]
+        new = (nn.Linear(head.in_features, num_classes) if isinstance(head, nn.Linear) else
+               nn.Conv2d(head.in_channels, num_classes, head.kernel_size, head.stride, head.padding))
+        parent, _, leaf = head_name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, leaf, new.to(next(head.parameters()).dtype))
+    return ForeignClassifier(net, arch, pretrained_cfg=source.model_cfg())
+
+
+def _timm_pretrained(name: str, arch: dict, **kwargs) -> nn.Module:
+    model_name = name.partition(".")[2]
+    try:
+        net = _library_model(name, arch["num_classes"], arch["in_chans"], pretrained=True, **kwargs)
+    except UnknownModelError:
+        raise
     except Exception as e:  # noqa: BLE001 - offline, no published file, no network: one line
+        import timm
+
         cfg = timm.models.get_pretrained_cfg(model_name)
         where = (f"https://huggingface.co/{cfg.hf_hub_id}" if cfg is not None and cfg.hf_hub_id else
                  getattr(cfg, "url", None) or "timm's pretrained config")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise WeightsError(f"{name}: timm could not load its pretrained weights from {where} ({first}); "
                            "with HF_HUB_OFFLINE=1 they must already be in the Hugging Face cache") from None
-    cfg = model.pretrained_cfg
-    model.arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
-                  **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}}
-    model.classifier_name = cfg.get("classifier") if isinstance(cfg.get("classifier"), str) else None
+    cfg = net.pretrained_cfg  # (timm's own record, left as timm made it)
     side = int(cfg.get("input_size", (3, 224, 224))[-1])
-    model.pretrained_cfg = {**cfg, "source": f"https://huggingface.co/{cfg.get('hf_hub_id')}",
-                            "preprocess": {"image_size": side, "crop_ratio": float(cfg.get("crop_pct", 0.875)),
-                                           "mean": list(cfg.get("mean", IMAGENET["mean"])),
-                                           "std": list(cfg.get("std", IMAGENET["std"]))}}
-    return model
+    return ForeignClassifier(net, arch, pretrained_cfg={
+        "source": f"https://huggingface.co/{cfg.get('hf_hub_id')}",
+        "preprocess": {"image_size": side, "crop_ratio": float(cfg.get("crop_pct", 0.875)),
+                       "mean": list(cfg.get("mean", IMAGENET["mean"])), "std": list(cfg.get("std", IMAGENET["std"]))}})
