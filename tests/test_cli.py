@@ -43,6 +43,10 @@ def test_summary_of_a_torchvision_model_and_a_plainnet_only_option():
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "does not take the option(s) small_input" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and len(proc.stderr.strip().splitlines()) == 1
+    too_small = subprocess.run([sys.executable, "-m", "plainnet", "summary", "repvgg_a0", "-s", "0"],
+                               capture_output=True, text=True)
+    assert too_small.returncode == 2 and "cannot run on a 0x0 input" in too_small.stderr
+    assert "internal error" not in too_small.stderr
 
 
 def test_unknown_model_is_one_line_error():

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import ConfigError
+
 __all__ = ["LayerInfo", "ModelSummary", "summarize", "count_params"]
 
 
@@ -90,6 +92,12 @@ def summarize(
         model.eval()
         with counter:
             model(torch.zeros(shape, device=device, dtype=dtype))
+    except RuntimeError as e:  # e.g. an input smaller than the model's downsampling allows
+        if "size" not in str(e).lower():
+            raise
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"{type(model).__name__} cannot run on a {'x'.join(map(str, shape[2:]))} input "
+                          f"({first})") from None
     finally:
         for h in handles:
             h.remove()
