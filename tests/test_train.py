@@ -393,3 +393,25 @@ def test_progressive_resizing_trains_on_smaller_batches_of_the_same_view():
     assert full.shape[-1] == 32 and small.shape[-1] == 16
     # the same field of view at half the resolution, not a crop of it
     assert torch.allclose(torch.nn.functional.avg_pool2d(full, 2), small, atol=0.05)
+
+
+def test_the_run_directory_reaches_ddp_children_only(monkeypatch, tmp_path):
+    """The launcher hands its run directory to the processes Lightning starts inside ``trainer.fit`` and
+    nowhere else: the variable is gone afterwards, and a process that is not a launched child ignores a
+    stale one (two runs in one Python session, or a shell that exported it, never share a directory)."""
+    import os
+
+    from plainnet.engine.train import CHILD_RUN_DIR, _children_use, _launched_run_dir
+
+    monkeypatch.delenv(CHILD_RUN_DIR, raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("NODE_RANK", raising=False)
+    with _children_use(tmp_path / "run"):
+        assert os.environ[CHILD_RUN_DIR] == str(tmp_path / "run")
+        assert _launched_run_dir() is None  # the launcher itself
+        monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning sets for its second process
+        assert _launched_run_dir() == tmp_path / "run"
+        monkeypatch.delenv("LOCAL_RANK")
+    assert CHILD_RUN_DIR not in os.environ
+    monkeypatch.setenv(CHILD_RUN_DIR, str(tmp_path / "stale"))
+    assert _launched_run_dir() is None
