@@ -18,6 +18,7 @@ The peers are benchmark-only installs, never plainnet dependencies (Ultralytics 
     python benchmarks/peers.py setup            # .venv-peers: torch, plainnet, ultralytics, fastai
     .venv-peers/bin/python benchmarks/peers.py run [--data potato cifar10 imagenette] [--seeds 3]
                                                    [--budget 5] [--tools plainnet yolo fastai]
+    .venv-peers/bin/python benchmarks/peers.py rescore WORK   # the table again from a run's work folder
 
 Time to accuracy: from each run's own per-epoch validation accuracy (on its carved 20%) and the time
 since the command started, the first moment it reaches the dataset's target.
@@ -104,43 +105,57 @@ def _timed(cmd: list[str], env: dict | None = None) -> float:
 
 
 def run_plainnet(paths: dict, data: str, seed: int, budget: float, out: Path) -> dict:
-    import csv
-
     plainnet = str(Path(sys.executable).parent / "plainnet")
-    run = out / "run"
     seconds = _timed([plainnet, "train", "--data", str(paths["train"]), "--runs-dir", str(out), "--name", "run",
                       "--train.progress", "false", "--train.budget_minutes", f"{budget:g}", "--train.seed", str(seed)])
-    pred = out / "pred.json"
-    with open(pred, "w") as f:
-        subprocess.run([plainnet, "predict", str(run), str(paths["held_out"]), "--format", "json"], stdout=f, check=True)
-    records = json.loads(pred.read_text())["predictions"]
+    with open(out / "pred.json", "w") as f:
+        subprocess.run([plainnet, "predict", str(out / "run"), str(paths["held_out"]), "--format", "json"], stdout=f,
+                       check=True)
+    (out / "seconds").write_text(str(seconds))
+    return collect_plainnet(out)
+
+
+def collect_plainnet(out: Path) -> dict:
+    """A finished plainnet run's predictions, curve (time since the command started, validation
+    accuracy) and epochs."""
+    import csv
+
+    records = json.loads((out / "pred.json").read_text())["predictions"]
     predictions = {r["path"]: r["top_k"][0]["class"] for r in records if r.get("ok")}
-    results = json.loads((run / "results.json").read_text())
+    results = json.loads((out / "run" / "results.json").read_text())
     curve, t = [], float(results.get("startup_seconds") or 0.0)
-    with open(run / "metrics.csv") as f:
+    with open(out / "run" / "metrics.csv") as f:
         for row in csv.DictReader(f):
             t += float(row.get("train/epoch_time") or 0.0)
             if row.get("val/acc"):
                 curve.append((t, float(row["val/acc"])))
-    return {"seconds": seconds, "predictions": predictions, "curve": curve, "epochs": results["epochs_run"]}
+    return {"seconds": float((out / "seconds").read_text()), "predictions": predictions, "curve": curve,
+            "epochs": results["epochs_run"]}
 
 
 def run_yolo(paths: dict, data: str, seed: int, budget: float, out: Path) -> dict:
-    env = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
     seconds = _timed([sys.executable, __file__, "_yolo_train", str(paths["yolo"]), str(out), str(SIZES[data]),
-                      str(seed), f"{budget:g}"], env)
-    _timed([sys.executable, __file__, "_yolo_predict", str(out), str(paths["held_out"]), str(SIZES[data])], env)
-    return {"seconds": seconds, **json.loads((out / "peer.json").read_text())}
+                      str(seed), f"{budget:g}"], YOLO_ENV)
+    (out / "seconds").write_text(str(seconds))
+    _timed([sys.executable, __file__, "_yolo_predict", str(out), str(paths["held_out"]), str(SIZES[data])], YOLO_ENV)
+    return collect_peer(out)
 
 
 def run_fastai(paths: dict, data: str, seed: int, budget: float, out: Path) -> dict:
     seconds = _timed([sys.executable, __file__, "_fastai_train", str(paths["train"]), str(out), str(SIZES[data]),
                       str(seed), f"{budget:g}"])
+    (out / "seconds").write_text(str(seconds))
     _timed([sys.executable, __file__, "_fastai_predict", str(out), str(paths["held_out"])])
-    return {"seconds": seconds, **json.loads((out / "peer.json").read_text())}
+    return collect_peer(out)
+
+
+def collect_peer(out: Path) -> dict:
+    return {"seconds": float((out / "seconds").read_text()), **json.loads((out / "peer.json").read_text())}
 
 
 TOOLS = {"plainnet": run_plainnet, "yolo": run_yolo, "fastai": run_fastai}
+COLLECT = {"plainnet": collect_plainnet, "yolo": collect_peer, "fastai": collect_peer}
+YOLO_ENV = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"}
 
 
 def _yolo_train(data_dir: str, out: str, size: str, seed: str, budget: str) -> None:
@@ -170,11 +185,14 @@ def _yolo_predict(out: str, held_out: str, size: str) -> None:
 
     weights = Path(out) / "yolo" / "weights"
     model = YOLO(str(weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"))
+    # Class i is the i-th training folder in sorted order (its own names turn ImageNet's wnid folders,
+    # as Imagenette's, into words, so they are not used).
+    classes = sorted(c.name for c in Path(held_out).iterdir() if c.is_dir())
     predictions = {}
     files = sorted(str(p) for p in Path(held_out).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     for i in range(0, len(files), 64):
         for r in model.predict(files[i : i + 64], imgsz=int(size), device="cpu", verbose=False):
-            predictions[r.path] = r.names[int(r.probs.top1)]
+            predictions[r.path] = classes[int(r.probs.top1)]
     info = json.loads(Path(out, "curve.json").read_text())
     Path(out, "peer.json").write_text(json.dumps({"predictions": predictions, **info}))
 
@@ -284,6 +302,10 @@ def main() -> None:
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--budget", type=float, default=5.0)
     r.add_argument("--section", default="peers")
+    rs = sub.add_parser("rescore")
+    rs.add_argument("work", help="the work folder a run printed")
+    rs.add_argument("--budget", type=float, default=5.0)
+    rs.add_argument("--section", default="peers")
     args = ap.parse_args()
     if args.cmd == "setup":
         subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
@@ -291,24 +313,39 @@ def main() -> None:
         subprocess.run([*pip, "torch==2.14.1", "torchvision==0.29.1"], check=True)
         subprocess.run([*pip, "-e", str(ROOT), "ultralytics", "fastai"], check=True)
         return
+    if args.cmd == "rescore":  # the table again from a finished run's folder (one scorer, nothing retrained)
+        work, results = Path(args.work), {}
+        for out in sorted(p for p in work.iterdir() if p.is_dir() and p.name.count("-") == 2):
+            data, tool, seed = out.name.split("-")
+            results.setdefault((data, tool), []).append(_score(COLLECT[tool](out), work / data / "held_out"))
+        _report(results, args.budget, max(len(v) for v in results.values()), args.section)
+        return
     work = Path(tempfile.mkdtemp(prefix="plainnet-peers-"))
+    print(f"work folder {work} (python benchmarks/peers.py rescore {work} rebuilds the table)", flush=True)
     results: dict[tuple, list[dict]] = {}
     for data in args.data:
         paths = prepare(data, work)
-        truth = _truth(paths["held_out"])
         for seed in range(args.seeds):
             for tool in args.tools:  # interleaved: every tool once per seed
                 out = work / f"{data}-{tool}-{seed}"
                 out.mkdir()
-                run = TOOLS[tool](paths, data, seed, args.budget, out)
-                hits = sum(run["predictions"].get(p) == cls for p, cls in truth.items())
-                run["acc"] = hits / len(truth)
+                run = _score(TOOLS[tool](paths, data, seed, args.budget, out), paths["held_out"])
                 results.setdefault((data, tool), []).append(run)
                 print(f"{data} {tool} seed {seed}: {run['acc']:.2%} held-out, {run['seconds']:.0f} s, "
                       f"{run['epochs']} epochs", flush=True)
-    body = table(results, args.budget, args.seeds) + f"\n\nVersions: {_versions()}."
+    _report(results, args.budget, args.seeds, args.section)
+
+
+def _score(run: dict, held_out: Path) -> dict:
+    """``run`` with ``acc``: the share of the held-out images whose predicted class is their folder's."""
+    truth = _truth(held_out)
+    return {**run, "acc": sum(run["predictions"].get(p) == cls for p, cls in truth.items()) / len(truth)}
+
+
+def _report(results: dict, budget: float, seeds: int, section: str) -> None:
+    body = table(results, budget, seeds) + f"\n\nVersions: {_versions()}."
     print(body)
-    write_section(args.section, body)
+    write_section(section, body)
 
 
 if __name__ == "__main__":
