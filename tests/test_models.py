@@ -162,7 +162,11 @@ def test_foreign_models_are_held_not_patched():
     assert classifier_of(tm) is tm.net.get_classifier()
     library_keys = tv.net.state_dict()
     again = create_model("torchvision.resnet18", num_classes=3)
-    load_weights(again, ForeignClassifier.own_keys(library_keys))  # a library state dict, no prefix
+    load_weights(again, library_keys)  # a library state dict, no prefix
+    head_only = create_model("torchvision.resnet18", num_classes=5)
+    report = load_weights(head_only, library_keys, exclude_head=True)  # fine-tuning from it: a new head
+    assert report.skipped_head == ["net.fc.bias", "net.fc.weight"]
+    assert torch.equal(head_only.net.conv1.weight, tv.net.conv1.weight)
     x = torch.randn(1, 3, 32, 32)
     tv.eval(), again.eval()
     assert torch.equal(tv(x), again(x))

@@ -80,7 +80,7 @@ def _external(name: str, num_classes: int, in_chans: int, *, weights, pretrained
         return _timm_pretrained(name, arch, **kwargs)
     model = ForeignClassifier(_library_model(name, num_classes, in_chans, **kwargs), arch)
     if weights is not None:
-        load_weights(model, ForeignClassifier.own_keys(read_state_dict(weights)))
+        load_weights(model, weights)  # (the library's own keys or a plainnet checkpoint of it)
     return model
 
 

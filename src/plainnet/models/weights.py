@@ -214,7 +214,12 @@ def load_weights(
     """
     from .reparam import reparameterize, to_online_form, to_standard_form
 
-    sd, dialect = convert_dialect(read_state_dict(source))
+    from .foreign import ForeignClassifier
+
+    state = read_state_dict(source)
+    if isinstance(model, ForeignClassifier):  # the library's own keys, or a plainnet checkpoint of it
+        state = ForeignClassifier.own_keys(state)
+    sd, dialect = convert_dialect(state)
     arch = getattr(model, "arch", None)
     form = checkpoint_form(sd, arch) if arch else "same"
     report = LoadReport(dialect=dialect, form="train" if form == "same" else form)
