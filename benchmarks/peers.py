@@ -85,8 +85,9 @@ def prepare(data: str, work: Path) -> dict[str, Path]:
         train, held = _images(root / "train"), _images(root / ("test" if data == "cifar10" else "val"))
     out = work / data
     fit, val = _split(train, 0.2, seed=1)
-    return {"train": _link(train, out / "train"), "held_out": _link(held, out / "held_out"),
-            "yolo": (_link(fit, out / "yolo" / "train"), _link(val, out / "yolo" / "val"))[0].parent}
+    _link(fit, out / "yolo" / "train")
+    _link(val, out / "yolo" / "val")
+    return {"train": _link(train, out / "train"), "held_out": _link(held, out / "held_out"), "yolo": out / "yolo"}
 
 
 def _truth(held_out: Path) -> dict[str, str]:

@@ -130,6 +130,8 @@ class _Session:
     example: torch.Tensor
     finetune_epochs: int
     distill_epochs: int
+    #: The base run's output stride, which new students and heads are built with.
+    output_stride: int
     rows: list[MethodRow] = field(default_factory=list)
     runners: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -141,18 +143,20 @@ class _Session:
         from ..models import load_model
         from ..models.checkpoint import load_checkpoint
 
-        loaded, config = load_inference_model(run_dir), RunDir(run_dir).config()
+        run = RunDir(run_dir)
+        loaded, config = load_inference_model(run_dir), run.config()
         data = data or config.data.path
         ev = load_eval_data(loaded, None if data == config.data.path else data)
         calibration = sample_images(loaded, n=256, split="train")
         size = loaded.preprocess.image_size
-        return cls(run=RunDir(run_dir), loaded=loaded, base=load_model(loaded.source), out=out, data=data,
+        return cls(run=run, loaded=loaded, base=load_model(loaded.source), out=out, data=data,
                    payload_meta={k: v for k, v in load_checkpoint(loaded.source).items()
                                  if k in ("classes", "preprocess", "config")},
                    eval_batches=[loaded.prepare(ev.images[i : i + 64]) for i in range(0, len(ev.labels), 64)],
                    labels=ev.labels, calibration=calibration,
                    example=calibration[:2] if len(calibration) else torch.randn(2, 3, size, size),
-                   finetune_epochs=finetune_epochs, distill_epochs=distill_epochs)
+                   finetune_epochs=finetune_epochs, distill_epochs=distill_epochs,
+                   output_stride=config.model.output_stride)
 
     @property
     def name(self) -> str:
@@ -172,8 +176,7 @@ class _Session:
     def new_model(self, name: str, **kwargs) -> nn.Module:
         from ..models import create_model
 
-        return create_model(name, num_classes=len(self.loaded.classes),
-                            output_stride=self.run.config().model.output_stride, **kwargs)
+        return create_model(name, num_classes=len(self.loaded.classes), output_stride=self.output_stride, **kwargs)
 
     def torch_row(self, method: str, model: nn.Module, seconds: float, note: str = "") -> None:
         from ..deploy.bench import make_runner
@@ -232,10 +235,11 @@ def _prune(s: _Session, method: str, arg: str) -> None:
     from ..models.reparam import reparameterize, verify_equivalence
 
     if arg.endswith("+int8"):  # the pruned model of the same ratio (tuned now unless its row exists)
-        pruned_method = f"prune:{arg.removesuffix('+int8')}"
+        ratio = arg.removesuffix("+int8")
+        pruned_method = f"prune:{ratio}"
         source = next((r for r in s.rows if r.method == pruned_method), None)
         if source is None:
-            pruned, secs = s.tune(s.pruned(float(arg.removesuffix("+int8"))), pruned_method, s.finetune_epochs)
+            pruned, secs = s.tune(s.pruned(float(ratio)), pruned_method, s.finetune_epochs)
         else:
             pruned, secs = load_model(source.artifact), source.train_seconds
         s.int8_row(method, pruned, secs)

@@ -21,7 +21,7 @@ import torch
 
 from ..config import AUTO, RunConfig
 from ..errors import ConfigError
-from ..models.registry import traits_of
+from ..models.registry import FamilyTraits, traits_of
 from .schedule import mean_cost
 
 __all__ = ["DataFacts", "Machine", "detect_machine", "resolve", "concrete", "cpu_supports_bf16"]
@@ -187,7 +187,7 @@ class _Context:
     finetune: bool
     #: The preprocessing of the published weights being fine-tuned (``model.pretrained imagenet``).
     published: dict | None
-    traits: object
+    traits: FamilyTraits
     spent_seconds: float
 
 

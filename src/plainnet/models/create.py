@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError, UnknownModelError, WeightsError
 from .foreign import ForeignClassifier
-from .registry import EXTERNAL_PREFIXES, build
+from .registry import EXTERNAL_PREFIXES, build, plain_arch
 from .pretrained import IMAGENET, pretrained_state_dict
 from .weights import detect_deploy_form, load_weights, read_state_dict
 
@@ -72,8 +72,7 @@ def _external(name: str, num_classes: int, in_chans: int, *, weights, pretrained
     as tensors only), or timm's own ``pretrained=True``; local ``weights`` are loaded strictly."""
     if pretrained and weights is not None:
         raise WeightsError(f"{name}: pass pretrained=True or weights=PATH, not both")
-    arch = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
-            **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None)))}}
+    arch = plain_arch({"name": name, "num_classes": num_classes, "in_chans": in_chans, **kwargs})
     if pretrained and name.startswith("torchvision."):
         return _torchvision_pretrained(name, arch, **kwargs)
     if pretrained:
@@ -143,7 +142,7 @@ def _timm_pretrained(name: str, arch: dict, **kwargs) -> nn.Module:
     model_name = name.partition(".")[2]
     try:
         net = _library_model(name, arch["num_classes"], arch["in_chans"], pretrained=True, **kwargs)
-    except UnknownModelError:
+    except (UnknownModelError, ConfigError):  # (not a download problem)
         raise
     except Exception as e:  # noqa: BLE001 - offline, no published file, no network: one line
         import timm

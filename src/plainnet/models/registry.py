@@ -106,11 +106,15 @@ def traits_of(name: str) -> FamilyTraits:
     return model_entry(name).traits
 
 
+def plain_arch(arch: dict) -> dict:
+    """The plain values of an architecture record: what is saved with checkpoints (and must load with
+    ``weights_only``)."""
+    return {k: v for k, v in arch.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
 def build(name: str, deploy: bool = False, **kwargs: Any) -> nn.Module:
     """A registered model with fresh weights, in its training (or fused, ``deploy=True``) structure; it
     records the plain values of its architecture in ``model.arch`` (saved with checkpoints)."""
-    arch = {"name": name, **kwargs}
     model = model_entry(name).builder(deploy=deploy, **kwargs)
-    # Only plain values are recorded: they are saved with checkpoints and must load with weights_only.
-    model.arch = {k: v for k, v in arch.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    model.arch = plain_arch({"name": name, **kwargs})
     return model
